@@ -52,6 +52,14 @@ typedef struct intake_event {
 bool intake_event_attribute(const intake_event_t *ev, const char *key, size_t key_len,
                             intake_str_t *value);
 
+/* Iterates over the attribute entries in wire order (validation checks each one). */
+typedef struct {
+  const uint8_t *_p, *_end;
+} intake_attr_iter_t;
+void intake_event_attributes(const intake_event_t *ev, intake_attr_iter_t *it);
+/* Returns 1 with the next entry, 0 at the end. */
+int intake_attr_next(intake_attr_iter_t *it, intake_str_t *key, intake_str_t *value);
+
 /* Parses the Event message in buf[0..len). Unknown fields are skipped (forward compatible).
  * Returns 0, or -1 when the bytes are not a well-formed Event (bad varint, length past the end,
  * wrong wire type for a known field, group wire types). Never reads outside buf. */

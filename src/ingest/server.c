@@ -1,0 +1,561 @@
+#include "ingest/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "ingest/frame.h"
+#include "ingest/tokens.h"
+#include "intake.pb-c.h"
+
+#define PROTOCOL_VERSION 1
+#define READ_CHUNK (64 * 1024) /* one read holds ~300 events of 200 B (perf-notes.md) */
+
+enum { CONN_HELLO = 0, CONN_READY, CONN_DRAINING, CONN_CLOSING };
+
+typedef struct conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;           /* hello timeout, then idle timeout */
+  intake_server_t *srv;
+  struct conn *prev, *next;   /* server's connection list */
+  struct conn *next_paused;   /* server's paused list */
+  int state;                  /* CONN_* */
+  int paused;                 /* waiting for the pipeline to resume */
+  int handles_open;           /* tcp + timer; freed when both are closed */
+  uint8_t *buf;               /* read buffer: buf[off..len) not yet parsed */
+  size_t off, len, cap;
+  intake_job_t **jobs;        /* batches in flight, max_in_flight slots */
+  uint32_t n_jobs;
+  char gateway_id[65];
+  char peer[64];
+} conn_t;
+
+struct intake_server {
+  uv_loop_t *loop;
+  const intake_config_t *cfg;
+  uv_tcp_t listener;
+  int listening;
+  char address[64];
+  intake_pipeline_t *pipeline;
+  intake_tokens_t *tokens;
+  conn_t *conns;
+  conn_t *paused;
+  int stopping;
+  uv_timer_t stop_timer;
+  void (*stop_done)(void *);
+  void *stop_arg;
+  intake_server_stats_t stats;
+};
+
+static void conn_close(conn_t *c);
+static void conn_process(conn_t *c);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void check_stopped(intake_server_t *s);
+
+/* ---- writing frames ---------------------------------------------------------------------- */
+
+typedef struct {
+  uv_write_t req;
+  conn_t *conn;
+  int close_after;
+  uint8_t data[];
+} wreq_t;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq_t *w = (wreq_t *)req;
+  if (w->close_after || status < 0)
+    conn_close(w->conn);
+  free(w);
+}
+
+/* Packs `msg` into a frame and queues it; `close_after` closes the connection once written. */
+static void send_frame(conn_t *c, uint8_t type, const ProtobufCMessage *msg, int close_after) {
+  if (c->state == CONN_CLOSING)
+    return;
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  wreq_t *w = malloc(sizeof *w + INTAKE_FRAME_HEADER_BYTES + n);
+  if (!w) {
+    conn_close(c);
+    return;
+  }
+  w->conn = c;
+  w->close_after = close_after;
+  intake_frame_header(w->data, type, (uint32_t)n);
+  protobuf_c_message_pack(msg, w->data + INTAKE_FRAME_HEADER_BYTES);
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(INTAKE_FRAME_HEADER_BYTES + n));
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+    free(w);
+    conn_close(c);
+  }
+}
+
+static void protocol_error(conn_t *c, Intake__V1__ErrorCode code, const char *detail) {
+  Intake__V1__ProtocolError e = INTAKE__V1__PROTOCOL_ERROR__INIT;
+  e.code = code;
+  e.detail = (char *)detail;
+  c->srv->stats.protocol_errors++;
+  LOG_WARN("protocol error", "peer=%s gateway=\"%s\" code=%s detail=\"%s\"", c->peer,
+           c->gateway_id, protobuf_c_enum_descriptor_get_value(&intake__v1__error_code__descriptor, code)->name,
+           detail);
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  send_frame(c, INTAKE_FRAME_ERROR, &e.base, 1);
+  if (c->state != CONN_CLOSING)
+    c->state = CONN_DRAINING; /* nothing more is read; in-flight batches are detached on close */
+}
+
+/* ---- connection lifecycle ---------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  if (--c->handles_open > 0)
+    return;
+  intake_server_t *s = c->srv;
+  free(c->buf);
+  free(c->jobs);
+  free(c);
+  check_stopped(s);
+}
+
+static void conn_close(conn_t *c) {
+  if (c->state == CONN_CLOSING)
+    return;
+  intake_server_t *s = c->srv;
+  c->state = CONN_CLOSING;
+  /* Batches still in flight are delivered all the same; only their acks have nowhere to go. */
+  for (uint32_t i = 0; i < c->n_jobs; i++)
+    intake_pipeline_detach(c->jobs[i]);
+  c->n_jobs = 0;
+  if (c->paused) {
+    conn_t **pp = &s->paused;
+    while (*pp && *pp != c)
+      pp = &(*pp)->next_paused;
+    if (*pp)
+      *pp = c->next_paused;
+    c->paused = 0;
+  }
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  s->stats.connections--;
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  conn_t *c = t->data;
+  if (c->state == CONN_HELLO)
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "no HELLO within gateway.hello_timeout");
+  else if (c->n_jobs == 0)
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "idle for listen.idle_timeout");
+  else
+    uv_timer_start(&c->timer, on_timeout, c->srv->cfg->idle_timeout_ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  conn_t *c = h->data;
+  (void)suggested;
+  /* Compact only when the tail runs out: the unparsed remainder is at most one partial frame. */
+  if (c->cap - c->len < READ_CHUNK / 4 && c->off > 0) {
+    memmove(c->buf, c->buf + c->off, c->len - c->off);
+    c->len -= c->off;
+    c->off = 0;
+  }
+  /* Grow toward the frame being read (bounded by gateway.max_frame_bytes in conn_process). */
+  size_t want = c->len + READ_CHUNK;
+  if (c->len - c->off >= 4) {
+    const uint8_t *p = c->buf + c->off;
+    size_t frame = ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]) + 4;
+    if (frame <= (size_t)c->srv->cfg->max_frame_bytes + 4 && c->off + frame > want)
+      want = c->off + frame;
+  }
+  if (want > c->cap) {
+    uint8_t *nb = realloc(c->buf, want);
+    if (nb) {
+      c->buf = nb;
+      c->cap = want;
+    }
+  }
+  *b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_resume(void *ctx) {
+  intake_server_t *s = ctx;
+  conn_t *list = s->paused;
+  s->paused = NULL;
+  while (list) {
+    conn_t *c = list;
+    list = c->next_paused;
+    c->paused = 0;
+    if (c->state == CONN_CLOSING)
+      continue;
+    conn_process(c);
+    if (!c->paused && c->state == CONN_READY && !c->srv->stopping)
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  }
+}
+
+static void on_job_done(void *owner, intake_job_t *job, const intake_batch_result_t *r) {
+  conn_t *c = owner;
+  for (uint32_t i = 0; i < c->n_jobs; i++) {
+    if (c->jobs[i] == job) {
+      c->jobs[i] = c->jobs[--c->n_jobs];
+      break;
+    }
+  }
+  Intake__V1__BatchAck ack = INTAKE__V1__BATCH_ACK__INIT;
+  ack.seq = r->seq;
+  ack.status = (Intake__V1__BatchStatus)r->status;
+  ack.detail = (char *)(r->detail ? r->detail : "");
+  /* protobuf-c wants the enum array as int-sized values and the rejections as pointers. */
+  Intake__V1__Outcome *outcomes = NULL;
+  Intake__V1__Rejection *rej = NULL, **rejp = NULL;
+  if (r->outcomes && r->n_events) {
+    outcomes = malloc(r->n_events * sizeof *outcomes);
+    if (outcomes) {
+      for (uint32_t i = 0; i < r->n_events; i++)
+        outcomes[i] = (Intake__V1__Outcome)r->outcomes[i];
+      ack.n_outcomes = r->n_events;
+      ack.outcomes = outcomes;
+    }
+  }
+  if (r->n_rejections) {
+    rej = malloc(r->n_rejections * sizeof *rej);
+    rejp = malloc(r->n_rejections * sizeof *rejp);
+    if (rej && rejp) {
+      for (size_t i = 0; i < r->n_rejections; i++) {
+        intake__v1__rejection__init(&rej[i]);
+        rej[i].index = r->rejections[i].index;
+        rej[i].reason = (Intake__V1__RejectReason)r->rejections[i].reason;
+        rej[i].detail = (char *)r->rejections[i].detail;
+        rejp[i] = &rej[i];
+      }
+      ack.n_rejections = r->n_rejections;
+      ack.rejections = rejp;
+    }
+  }
+  send_frame(c, INTAKE_FRAME_BATCH_ACK, &ack.base, 0);
+  free(outcomes);
+  free(rej);
+  free(rejp);
+  if (c->state == CONN_DRAINING && c->n_jobs == 0 && c->srv->stopping)
+    conn_close(c);
+  check_stopped(c->srv);
+}
+
+static void handle_hello(conn_t *c, const intake_frame_t *f) {
+  intake_server_t *s = c->srv;
+  Intake__V1__Hello *h = intake__v1__hello__unpack(NULL, f->payload_len, f->payload);
+  if (!h) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "HELLO is not a valid intake.v1.Hello");
+    return;
+  }
+  size_t idlen = strlen(h->gateway_id);
+  if (h->protocol_version != PROTOCOL_VERSION) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_VERSION, "protocol_version must be 1");
+  } else if (idlen == 0 || idlen > 64) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "gateway_id must be 1..64 bytes");
+  } else if (s->tokens && !intake_tokens_check(s->tokens, h->gateway_id, h->token)) {
+    s->stats.auth_failures++;
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+                   "unknown gateway_id or wrong token");
+  } else {
+    /* Printable ASCII only: the id goes into logs and Kafka headers. */
+    for (size_t i = 0; i < idlen; i++)
+      c->gateway_id[i] = (h->gateway_id[i] > 0x20 && h->gateway_id[i] < 0x7f) ? h->gateway_id[i] : '_';
+    c->gateway_id[idlen] = '\0';
+    c->state = CONN_READY;
+    Intake__V1__Welcome w = INTAKE__V1__WELCOME__INIT;
+    w.protocol_version = PROTOCOL_VERSION;
+    w.max_in_flight = s->cfg->max_in_flight;
+    w.max_frame_bytes = s->cfg->max_frame_bytes;
+    w.max_batch_events = s->cfg->max_batch_events;
+    send_frame(c, INTAKE_FRAME_WELCOME, &w.base, 0);
+    uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, 0);
+    LOG_INFO("gateway connected", "peer=%s gateway=\"%s\"", c->peer, c->gateway_id);
+  }
+  intake__v1__hello__free_unpacked(h, NULL);
+}
+
+/* Returns 0 to go on parsing, -1 to stop (paused or closed). */
+static int handle_batch(conn_t *c, const intake_frame_t *f) {
+  intake_server_t *s = c->srv;
+  if (c->n_jobs >= s->cfg->max_in_flight) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_WINDOW_EXCEEDED,
+                   "more unacknowledged batches than Welcome.max_in_flight");
+    return -1;
+  }
+  intake_job_t *job;
+  const char *detail = "";
+  int rc = intake_pipeline_submit(s->pipeline, f->payload, f->payload_len, c->gateway_id, c, &job,
+                                  &detail);
+  if (rc == -EAGAIN) {
+    c->paused = 1;
+    c->next_paused = s->paused;
+    s->paused = c;
+    s->stats.paused++;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return -1;
+  }
+  if (rc == INTAKE_SUBMIT_BAD_ZSTD) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_ZSTD, detail);
+    return -1;
+  }
+  if (rc < 0) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, detail);
+    return -1;
+  }
+  c->jobs[c->n_jobs++] = job;
+  return 0;
+}
+
+static void conn_process(conn_t *c) {
+  const uint32_t max = c->srv->cfg->max_frame_bytes;
+  while (c->state == CONN_HELLO || c->state == CONN_READY) {
+    intake_frame_t f;
+    int rc = intake_frame_parse(c->buf + c->off, c->len - c->off, max, &f);
+    if (rc == INTAKE_FRAME_NEED_MORE)
+      break;
+    if (rc == INTAKE_FRAME_TOO_LARGE) {
+      protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
+                     "frame length over gateway.max_frame_bytes");
+      return;
+    }
+    if (rc == INTAKE_FRAME_EMPTY) {
+      protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "frame length 0");
+      return;
+    }
+    if (c->state == CONN_HELLO) {
+      if (f.type != INTAKE_FRAME_HELLO) {
+        protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+                       "the first frame must be HELLO");
+        return;
+      }
+      handle_hello(c, &f);
+    } else if (f.type == INTAKE_FRAME_BATCH) {
+      if (handle_batch(c, &f) < 0)
+        return; /* paused: the frame stays in the buffer; or closed */
+    } else {
+      protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
+                     f.type == INTAKE_FRAME_HELLO ? "HELLO sent twice" : "unexpected frame type");
+      return;
+    }
+    c->off += f.frame_len;
+  }
+  if (c->off == c->len)
+    c->off = c->len = 0;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  conn_t *c = st->data;
+  (void)b;
+  if (nread < 0) {
+    if (nread != UV_EOF)
+      LOG_INFO("connection error", "peer=%s gateway=\"%s\" error=%s", c->peer, c->gateway_id,
+               uv_strerror((int)nread));
+    else
+      LOG_INFO("gateway disconnected", "peer=%s gateway=\"%s\" in_flight=%u", c->peer, c->gateway_id,
+               c->n_jobs);
+    conn_close(c);
+    return;
+  }
+  if (nread == 0)
+    return;
+  c->len += (size_t)nread;
+  if (c->state == CONN_READY)
+    uv_timer_again(&c->timer);
+  conn_process(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  intake_server_t *s = ls->data;
+  if (status < 0) {
+    LOG_WARN("accept failed", "error=%s", uv_strerror(status));
+    return;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c)
+    return;
+  c->srv = s;
+  c->jobs = calloc(s->cfg->max_in_flight, sizeof *c->jobs);
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->handles_open = 2;
+  c->next = s->conns;
+  if (s->conns)
+    s->conns->prev = c;
+  s->conns = c;
+  s->stats.connections++;
+  if (!c->jobs || uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+    conn_close(c);
+    return;
+  }
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  char host[48] = "?";
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+      snprintf(c->peer, sizeof c->peer, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+      snprintf(c->peer, sizeof c->peer, "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (s->stopping) {
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN, "intaked is shutting down");
+    return;
+  }
+  if (s->stats.connections > s->cfg->max_connections) {
+    s->stats.refused++;
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_CONNECTIONS,
+                   "listen.max_connections reached");
+    return;
+  }
+  s->stats.accepted++;
+  uv_timer_start(&c->timer, on_timeout, s->cfg->hello_timeout_ms, 0);
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- server ------------------------------------------------------------------------------ */
+
+intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cfg, char *err,
+                                      size_t errlen) {
+  intake_server_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  s->loop = loop;
+  s->cfg = cfg;
+  if (cfg->tokens_file && cfg->tokens_file[0]) {
+    s->tokens = intake_tokens_load(cfg->tokens_file, err, errlen);
+    if (!s->tokens) {
+      free(s);
+      return NULL;
+    }
+  }
+  s->pipeline = intake_pipeline_create(loop, cfg, on_job_done, on_resume, s, err, errlen);
+  if (!s->pipeline) {
+    intake_tokens_destroy(s->tokens);
+    free(s);
+    return NULL;
+  }
+  struct sockaddr_storage addr;
+  int rc;
+  if (strchr(cfg->listen_address, ':'))
+    rc = uv_ip6_addr(cfg->listen_address, cfg->listen_port, (struct sockaddr_in6 *)&addr);
+  else
+    rc = uv_ip4_addr(cfg->listen_address, cfg->listen_port, (struct sockaddr_in *)&addr);
+  if (rc == 0) {
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    s->listening = 1;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0)
+      rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+  }
+  if (rc < 0) {
+    snprintf(err, errlen, "listen.address: cannot listen on %s:%u: %s", cfg->listen_address,
+             cfg->listen_port, uv_strerror(rc));
+    s->stopping = 1;
+    return s; /* caller sees err[0] set; destroy after closing the loop */
+  }
+  struct sockaddr_storage bound;
+  int bl = sizeof bound;
+  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &bl);
+  char host[48];
+  if (bound.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof host);
+    snprintf(s->address, sizeof s->address, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof host);
+    snprintf(s->address, sizeof s->address, "%s:%d", host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
+  }
+  return s;
+}
+
+const char *intake_server_address(const intake_server_t *s) { return s->address; }
+intake_pipeline_t *intake_server_pipeline(intake_server_t *s) { return s->pipeline; }
+void intake_server_stats(const intake_server_t *s, intake_server_stats_t *out) { *out = s->stats; }
+
+static void on_listener_closed(uv_handle_t *h) { (void)h; }
+
+static void on_stop_timer_closed(uv_handle_t *h) {
+  intake_server_t *s = h->data;
+  intake_pipeline_close(s->pipeline);
+  if (s->stop_done)
+    s->stop_done(s->stop_arg);
+}
+
+static void finish_stop(intake_server_t *s) {
+  if (s->stopping == 2)
+    return;
+  s->stopping = 2;
+  uv_close((uv_handle_t *)&s->stop_timer, on_stop_timer_closed);
+}
+
+static void check_stopped(intake_server_t *s) {
+  if (s->stopping != 1 || s->stop_done == NULL)
+    return;
+  if (intake_pipeline_jobs(s->pipeline) > 0)
+    return;
+  /* Every batch is acked: close what is left (acks queued before are flushed first). */
+  for (conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    if (c->state != CONN_CLOSING && c->n_jobs == 0)
+      conn_close(c);
+  }
+  if (s->conns == NULL)
+    finish_stop(s);
+}
+
+static void on_stop_deadline(uv_timer_t *t) {
+  intake_server_t *s = t->data;
+  LOG_WARN("shutdown deadline reached", "jobs_in_flight=%llu",
+           (unsigned long long)intake_pipeline_jobs(s->pipeline));
+  for (conn_t *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    conn_close(c);
+  }
+  finish_stop(s);
+}
+
+void intake_server_shutdown(intake_server_t *s, uint64_t deadline_ms, void (*done)(void *), void *arg) {
+  if (s->stop_done)
+    return;
+  s->stopping = 1;
+  s->stop_done = done;
+  s->stop_arg = arg;
+  if (s->listening) {
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    s->listening = 0;
+  }
+  for (conn_t *c = s->conns; c; c = c->next) {
+    if (c->state == CONN_CLOSING)
+      continue;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->state = CONN_DRAINING;
+  }
+  s->paused = NULL; /* their unread batches were never accepted: the gateways retransmit */
+  for (conn_t *c = s->conns; c; c = c->next)
+    c->paused = 0;
+  uv_timer_init(s->loop, &s->stop_timer);
+  s->stop_timer.data = s;
+  uv_timer_start(&s->stop_timer, on_stop_deadline, deadline_ms, 0);
+  check_stopped(s);
+}
+
+void intake_server_destroy(intake_server_t *s) {
+  if (!s)
+    return;
+  intake_pipeline_destroy(s->pipeline);
+  intake_tokens_destroy(s->tokens);
+  free(s);
+}

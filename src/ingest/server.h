@@ -1,0 +1,47 @@
+/* The gateway listener: accepts TCP connections, runs the session (HELLO, then batches within
+ * the in-flight window), hands each BATCH frame to the pipeline and writes its ack back.
+ *
+ * Backpressure: when the pipeline refuses a batch because Kafka is behind, the connection stops
+ * reading (the frame stays in its buffer) and resumes when the pipeline calls back: gateways
+ * feel it as TCP flow control, and nothing is dropped or slept on. */
+#ifndef INTAKE_INGEST_SERVER_H
+#define INTAKE_INGEST_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "pipeline/pipeline.h"
+
+typedef struct intake_server intake_server_t;
+
+typedef struct {
+  uint64_t connections;           /* open now */
+  uint64_t accepted;              /* connections accepted since start */
+  uint64_t refused;               /* over listen.max_connections */
+  uint64_t protocol_errors;       /* connections closed with a ProtocolError frame */
+  uint64_t auth_failures;
+  uint64_t paused;                /* times a connection paused for backpressure */
+} intake_server_stats_t;
+
+/* Creates the pipeline (and with it the Kafka producer) and binds the listener. `cfg` must
+ * outlive the server. Returns NULL with a message in err. */
+intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cfg, char *err,
+                                      size_t errlen);
+
+/* The bound address ("127.0.0.1:7400"). */
+const char *intake_server_address(const intake_server_t *s);
+
+intake_pipeline_t *intake_server_pipeline(intake_server_t *s);
+void intake_server_stats(const intake_server_t *s, intake_server_stats_t *out);
+
+/* Graceful stop: closes the listener, stops reading from gateways, lets in-flight batches finish
+ * and be acked, then closes every connection and calls `done` once all is quiet (or after
+ * `deadline_ms`, when what is still in flight is failed). */
+void intake_server_shutdown(intake_server_t *s, uint64_t deadline_ms, void (*done)(void *), void *arg);
+
+/* Frees everything; call after the loop has finished (uv_run returned). */
+void intake_server_destroy(intake_server_t *s);
+
+#endif

@@ -1,0 +1,137 @@
+/* intaked: takes alert streams from sensor gateways, de-duplicates and routes them, and writes
+ * them to Kafka; a gateway's batch is acknowledged only once Kafka has every event of it. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "ingest/server.h"
+#include "pipeline/pipeline.h"
+
+#define INTAKE_VERSION "0.1.0"
+
+typedef struct {
+  uv_loop_t *loop;
+  intake_config_t cfg;
+  intake_server_t *server;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t stats;
+  int stopping;
+  int exit_code;
+} daemon_t;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: intaked [-c FILE]          run with the config FILE (default conf/intaked.yaml)\n"
+          "       intaked --check-config FILE validate FILE and exit (0 = valid)\n"
+          "       intaked --version\n");
+}
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+static void on_stopped(void *arg) {
+  daemon_t *d = arg;
+  intake_pipeline_log_stats(intake_server_pipeline(d->server));
+  uv_close((uv_handle_t *)&d->stats, on_closed);
+  uv_close((uv_handle_t *)&d->sigterm, on_closed);
+  uv_close((uv_handle_t *)&d->sigint, on_closed);
+  LOG_INFO("stopped", NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  daemon_t *d = h->data;
+  if (d->stopping) {
+    LOG_WARN("second signal: exiting without waiting for Kafka", "signal=%d", signum);
+    exit(1);
+  }
+  d->stopping = 1;
+  LOG_INFO("stopping: no new connections; finishing in-flight batches", "signal=%s",
+           signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  /* In-flight records either land or time out within kafka.delivery_timeout. */
+  intake_server_shutdown(d->server, d->cfg.delivery_timeout_ms + 5000, on_stopped, d);
+}
+
+static void on_stats(uv_timer_t *t) {
+  daemon_t *d = t->data;
+  intake_pipeline_log_stats(intake_server_pipeline(d->server));
+}
+
+int main(int argc, char **argv) {
+  const char *path = "conf/intaked.yaml";
+  int check_only = 0;
+  for (int i = 1; i < argc; i++) {
+    if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
+      path = argv[++i];
+    } else if (!strcmp(argv[i], "--check-config") && i + 1 < argc) {
+      path = argv[++i];
+      check_only = 1;
+    } else if (!strcmp(argv[i], "--version")) {
+      printf("intaked %s\n", INTAKE_VERSION);
+      return 0;
+    } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+
+  daemon_t d;
+  memset(&d, 0, sizeof d);
+  char err[1024] = "";
+  if (intake_config_load(&d.cfg, path, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  if (check_only) {
+    printf("%s: ok\n", path);
+    intake_config_dispose(&d.cfg);
+    return 0;
+  }
+  intake_log_set_level(d.cfg.log_level);
+  signal(SIGPIPE, SIG_IGN);
+
+  d.loop = uv_default_loop();
+  d.server = intake_server_create(d.loop, &d.cfg, err, sizeof err);
+  if (!d.server || err[0]) {
+    LOG_ERROR("cannot start", "error=\"%s\"", err);
+    if (d.server) {
+      intake_server_shutdown(d.server, 0, NULL, NULL);
+      uv_run(d.loop, UV_RUN_NOWAIT);
+      intake_server_destroy(d.server);
+    }
+    intake_config_dispose(&d.cfg);
+    return 1;
+  }
+  intake_pipeline_t *p = intake_server_pipeline(d.server);
+  if (intake_pipeline_is_embedded(p)) {
+    LOG_WARN("EMBEDDED KAFKA: in-process mock cluster, nothing is durable and old records are "
+             "forgotten; set kafka.mode: brokers for real use",
+             "bootstrap=%s", intake_pipeline_bootstrap(p));
+  } else {
+    LOG_INFO("kafka", "brokers=%s", intake_pipeline_bootstrap(p));
+  }
+  LOG_INFO("listening", "address=%s version=%s config=%s", intake_server_address(d.server),
+           INTAKE_VERSION, path);
+
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_timer_init(d.loop, &d.stats);
+  d.stats.data = &d;
+  if (d.cfg.stats_interval_ms)
+    uv_timer_start(&d.stats, on_stats, d.cfg.stats_interval_ms, d.cfg.stats_interval_ms);
+
+  uv_run(d.loop, UV_RUN_DEFAULT);
+
+  intake_server_destroy(d.server);
+  uv_loop_close(d.loop);
+  intake_config_dispose(&d.cfg);
+  return d.exit_code;
+}

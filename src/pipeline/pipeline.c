@@ -1,0 +1,553 @@
+#include "pipeline/pipeline.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "decode/batch.h"
+#include "decode/event.h"
+#include "dedup/dedup.h"
+#include "route/route.h"
+#include "sink/sink.h"
+
+/* Per-event state of a job; lives in the job's single allocation. Its address is the opaque of
+ * the event's Kafka records and the dedup owner of its key while in flight. */
+typedef struct pend {
+  struct intake_job *job;
+  uint32_t index;
+  uint8_t kind;               /* PEND_* */
+  uint8_t failed;             /* a record of this event failed */
+  uint16_t records_left;      /* records produced and not yet reported */
+  struct pend *waiters;       /* PEND_OWNER: copies following this one */
+  struct pend *next_waiter;   /* PEND_FOLLOWER: next in the owner's list */
+  intake_dedup_probe_t probe;
+} pend_t;
+
+enum { PEND_NONE = 0, PEND_OWNER, PEND_FOLLOWER, PEND_DEAD_LETTER };
+
+struct intake_job {
+  intake_pipeline_t *pipeline;
+  void *owner;                /* NULL once detached */
+  intake_job_t *next_ready;   /* completed-job list */
+  uint64_t seq;
+  uint32_t n_events;
+  uint32_t pending;           /* unresolved pends + 1 while submit runs */
+  int failed;                 /* some record failed: ack RETRY */
+  int status_override;        /* -1, or INTAKE_BATCH_STATUS_REJECTED */
+  const char *detail;
+  intake_rejection_t *rejections;
+  size_t n_rejections, cap_rejections;
+  uint8_t *outcomes;          /* n_events */
+  pend_t pends[];             /* n_events */
+};
+
+struct intake_pipeline {
+  uv_loop_t *loop;
+  const intake_config_t *cfg;
+  intake_job_done_cb done;
+  intake_pipeline_resume_cb resume;
+  void *ctx;
+  intake_decoder_t *decoder;
+  intake_dedup_t *dedup;
+  intake_router_t *router;
+  intake_sink_t *sink;
+  intake_sink_topic_t **topics;     /* by router topic index */
+  intake_sink_topic_t *dead_letter;
+  intake_event_t *events;           /* scratch: the batch being submitted */
+  uint8_t *parsed;                  /* scratch: 1 = events[i] parsed and valid */
+  intake_job_t *ready;              /* jobs completed, to report from the idle callback */
+  uv_idle_t idle;
+  uv_timer_t sweep_timer;
+  uint64_t jobs;
+  uint64_t high_water, low_water;   /* records in flight: refuse above high, resume below low */
+  int refused;                      /* a submit was refused since the last resume */
+  intake_counters_t c;
+};
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
+  p->jobs--;
+  if (job->owner) {
+    intake_batch_result_t r = {
+        .seq = job->seq,
+        .n_events = job->n_events,
+        .rejections = job->rejections,
+        .n_rejections = job->n_rejections,
+        .detail = job->detail,
+    };
+    if (job->status_override >= 0) {
+      r.status = job->status_override;
+    } else if (job->failed) {
+      r.status = INTAKE_BATCH_STATUS_RETRY;
+      if (!r.detail)
+        r.detail = "Kafka did not confirm every record; retransmit the batch";
+    } else {
+      r.status = INTAKE_BATCH_STATUS_OK;
+      r.outcomes = job->outcomes;
+    }
+    p->done(job->owner, job, &r);
+  }
+  if (job->status_override >= 0)
+    p->c.batches_rejected++;
+  else if (job->failed)
+    p->c.batches_retry++;
+  else
+    p->c.batches_ok++;
+  free(job->rejections);
+  free(job);
+}
+
+static void on_idle(uv_idle_t *h) {
+  intake_pipeline_t *p = h->data;
+  intake_job_t *list = p->ready;
+  p->ready = NULL;
+  uv_idle_stop(&p->idle);
+  /* Reverse to complete in the order jobs finished. */
+  intake_job_t *rev = NULL;
+  while (list) {
+    intake_job_t *next = list->next_ready;
+    list->next_ready = rev;
+    rev = list;
+    list = next;
+  }
+  while (rev) {
+    intake_job_t *next = rev->next_ready;
+    job_finish(p, rev);
+    rev = next;
+  }
+}
+
+/* Completion is deferred to the idle callback, so done() never runs inside submit or inside
+ * librdkafka's delivery callback, where the connection might be in the middle of something. */
+static void job_release(intake_pipeline_t *p, intake_job_t *job) {
+  if (--job->pending)
+    return;
+  job->next_ready = p->ready;
+  p->ready = job;
+  uv_idle_start(&p->idle, on_idle);
+}
+
+static void maybe_resume(intake_pipeline_t *p) {
+  if (p->refused && p->c.records_in_flight <= p->low_water) {
+    p->refused = 0;
+    p->resume(p->ctx);
+  }
+}
+
+static void resolve_follower(intake_pipeline_t *p, pend_t *w, int ok) {
+  intake_job_t *job = w->job;
+  p->c.in_flight--;
+  if (ok) {
+    job->outcomes[w->index] = INTAKE_OUTCOME_DUPLICATE;
+    p->c.duplicate++;
+  } else {
+    job->failed = 1;
+    p->c.failed++;
+  }
+  job_release(p, job);
+}
+
+static void resolve_owner(intake_pipeline_t *p, pend_t *e) {
+  intake_job_t *job = e->job;
+  int ok = !e->failed;
+  uint64_t now = (uint64_t)wall_ms();
+  p->c.in_flight--;
+  if (ok) {
+    intake_dedup_commit(p->dedup, &e->probe, now);
+    job->outcomes[e->index] = INTAKE_OUTCOME_ACCEPTED;
+    p->c.delivered++;
+  } else {
+    /* Not remembered: the gateway's retransmit must be produced. */
+    intake_dedup_abort(p->dedup, &e->probe);
+    job->failed = 1;
+    p->c.failed++;
+  }
+  for (pend_t *w = e->waiters, *next; w; w = next) {
+    next = w->next_waiter;
+    resolve_follower(p, w, ok);
+  }
+  e->waiters = NULL;
+  job_release(p, job); /* last: it may complete the job */
+}
+
+static void on_delivery(void *ctx, void *opaque, int err) {
+  intake_pipeline_t *p = ctx;
+  pend_t *e = opaque;
+  p->c.records_in_flight--;
+  if (err) {
+    e->failed = 1;
+    if (e->kind == PEND_DEAD_LETTER)
+      p->c.dead_letter_failed++;
+    else
+      p->c.records_failed++;
+    LOG_DEBUG("delivery failed", "error=%s", rd_kafka_err2name((rd_kafka_resp_err_t)err));
+  } else if (e->kind == PEND_DEAD_LETTER) {
+    p->c.dead_letter_delivered++;
+  } else {
+    p->c.records_delivered++;
+  }
+  if (--e->records_left == 0) {
+    if (e->kind == PEND_DEAD_LETTER) {
+      if (e->failed)
+        e->job->failed = 1;
+      job_release(p, e->job);
+    } else {
+      resolve_owner(p, e);
+    }
+  }
+  maybe_resume(p);
+}
+
+static void hex128(char out[33], uint64_t hi, uint64_t lo) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 16; i++) {
+    out[i] = digits[(hi >> (60 - 4 * i)) & 15];
+    out[16 + i] = digits[(lo >> (60 - 4 * i)) & 15];
+  }
+  out[32] = '\0';
+}
+
+static void add_rejection(intake_job_t *job, uint32_t index, intake_reject_t reason,
+                          const char *detail) {
+  if (job->n_rejections == job->cap_rejections) {
+    size_t cap = job->cap_rejections ? job->cap_rejections * 2 : 4;
+    intake_rejection_t *r = realloc(job->rejections, cap * sizeof *r);
+    if (!r)
+      return; /* the outcome still says REJECTED; only the detail is lost */
+    job->rejections = r;
+    job->cap_rejections = cap;
+  }
+  intake_rejection_t *r = &job->rejections[job->n_rejections++];
+  r->index = index;
+  r->reason = reason;
+  snprintf(r->detail, sizeof r->detail, "%s", detail);
+}
+
+static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const uint8_t *raw,
+                   uint32_t raw_len, const intake_event_t *ev, intake_reject_t reason,
+                   const char *detail, const char *gateway_id, const char *received) {
+  pend_t *e = &job->pends[i];
+  job->outcomes[i] = INTAKE_OUTCOME_REJECTED;
+  add_rejection(job, i, reason, detail);
+  p->c.rejected++;
+  p->c.rejected_by_reason[reason]++;
+  const char *rname = intake_reject_name(reason);
+  intake_sink_header_t h[] = {
+      {"gateway_id", gateway_id, strlen(gateway_id)},
+      {"received_ms", received, strlen(received)},
+      {"reject_reason", rname, strlen(rname)},
+      {"reject_detail", detail, strlen(detail)},
+      {"schema", "intake.v1.Event", 15},
+      {"content-type", "application/x-protobuf", 22},
+  };
+  const void *key = ev && ev->source_id.len ? ev->source_id.ptr : NULL;
+  size_t key_len = key ? ev->source_id.len : 0;
+  e->kind = PEND_DEAD_LETTER;
+  e->records_left = 1;
+  int rc = intake_sink_produce(p->sink, p->dead_letter, key, key_len, raw, raw_len, h,
+                               sizeof h / sizeof h[0], e);
+  if (rc < 0) {
+    p->c.dead_letter_failed++;
+    job->failed = 1;
+    LOG_WARN("dead-letter produce failed", "error=%s", rd_kafka_err2name((rd_kafka_resp_err_t)-rc));
+    return;
+  }
+  p->c.records_in_flight++;
+  job->pending++;
+}
+
+static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
+                          const intake_event_t *ev, const char *gateway_id, const char *received) {
+  pend_t *e = &job->pends[i];
+  intake_route_target_t targets[INTAKE_ROUTE_MAX_TOPICS];
+  size_t n = intake_router_route(p->router, ev, targets);
+  char dedup_key[33];
+  hex128(dedup_key, e->probe.key_hi, e->probe.key_lo);
+  e->kind = PEND_OWNER;
+  e->records_left = 0;
+  p->c.in_flight++;
+  job->pending++;
+  for (size_t t = 0; t < n; t++) {
+    const char *route = intake_router_rule_name(p->router, targets[t].rule);
+    intake_sink_header_t h[] = {
+        {"gateway_id", gateway_id, strlen(gateway_id)},
+        {"received_ms", received, strlen(received)},
+        {"route", route, strlen(route)},
+        {"schema", "intake.v1.Event", 15},
+        {"dedup_key", dedup_key, 32},
+        {"content-type", "application/x-protobuf", 22},
+    };
+    int rc = intake_sink_produce(p->sink, p->topics[targets[t].topic], ev->source_id.ptr,
+                                 ev->source_id.len, ev->raw, ev->raw_len, h,
+                                 sizeof h / sizeof h[0], e);
+    if (rc < 0) {
+      /* Not queued (e.g. the queue is full despite the high-water mark): the event fails and
+       * the batch is answered RETRY; never dropped silently. */
+      e->failed = 1;
+      p->c.records_failed++;
+      LOG_WARN("produce failed", "topic=%s error=%s",
+               intake_router_topic_name(p->router, targets[t].topic),
+               rd_kafka_err2name((rd_kafka_resp_err_t)-rc));
+      continue;
+    }
+    e->records_left++;
+    p->c.records_in_flight++;
+  }
+  if (e->records_left == 0)
+    resolve_owner(p, e);
+}
+
+int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t len,
+                           const char *gateway_id, void *owner, intake_job_t **jobp,
+                           const char **detail) {
+  if (p->c.records_in_flight > p->high_water) {
+    p->refused = 1;
+    return -EAGAIN;
+  }
+  intake_batch_t b;
+  intake_batch_status_t st = intake_batch_open(p->decoder, payload, len, &b, detail);
+  if (st != INTAKE_BATCH_OK)
+    return st == INTAKE_BATCH_BAD_ZSTD ? INTAKE_SUBMIT_BAD_ZSTD : INTAKE_SUBMIT_MALFORMED;
+  const intake_config_t *cfg = p->cfg;
+  int too_many = b.n_events > cfg->max_batch_events;
+  uint32_t n = too_many ? 0 : b.n_events;
+  intake_job_t *job = calloc(1, sizeof *job + n * sizeof(pend_t) + n);
+  if (!job) {
+    *detail = "out of memory";
+    return -ENOMEM;
+  }
+  job->pipeline = p;
+  job->owner = owner;
+  job->seq = b.seq;
+  job->n_events = n;
+  job->pending = 1;
+  job->status_override = -1;
+  job->outcomes = (uint8_t *)&job->pends[n];
+  p->jobs++;
+  p->c.batches++;
+  *jobp = job;
+  if (too_many) {
+    job->status_override = INTAKE_BATCH_STATUS_REJECTED;
+    job->detail = "batch has more events than gateway.max_batch_events";
+    job_release(p, job);
+    return 0;
+  }
+
+  int64_t now = wall_ms();
+  char received[24];
+  snprintf(received, sizeof received, "%lld", (long long)now);
+  char why[96];
+
+  /* Pass 1: parse, validate and hash every event, prefetching its dedup buckets, so that the
+   * table's cache misses overlap instead of being paid one after another in pass 2. */
+  const uint8_t *raw;
+  uint32_t raw_len;
+  for (uint32_t i = 0; intake_batch_next(&b, &raw, &raw_len) && i < n; i++) {
+    intake_event_t *ev = &p->events[i];
+    pend_t *e = &job->pends[i];
+    e->job = job;
+    e->index = i;
+    p->parsed[i] = 0;
+    p->c.received++;
+    if (intake_event_parse(raw, raw_len, ev) < 0) {
+      reject(p, job, i, raw, raw_len, NULL, INTAKE_REJECT_MALFORMED,
+             "not a decodable intake.v1.Event", gateway_id, received);
+      continue;
+    }
+    intake_reject_t r = intake_validate(ev, cfg, now, why, sizeof why);
+    if (r != INTAKE_REJECT_NONE) {
+      reject(p, job, i, raw, raw_len, ev, r, why, gateway_id, received);
+      continue;
+    }
+    intake_dedup_probe_init(&e->probe, ev->source_id.ptr, ev->source_id.len, ev->event_id.ptr,
+                            ev->event_id.len, ev->seq);
+    intake_dedup_prefetch(p->dedup, &e->probe);
+    p->parsed[i] = 1;
+  }
+
+  /* Pass 2: dedup, route, produce. */
+  for (uint32_t i = 0; i < n; i++) {
+    if (!p->parsed[i])
+      continue;
+    pend_t *e = &job->pends[i];
+    void *first = NULL;
+    switch (intake_dedup_check(p->dedup, &e->probe, (uint64_t)now, &first)) {
+    case INTAKE_DEDUP_DUPLICATE:
+      job->outcomes[i] = INTAKE_OUTCOME_DUPLICATE;
+      p->c.duplicate++;
+      break;
+    case INTAKE_DEDUP_IN_FLIGHT: {
+      pend_t *o = first;
+      e->kind = PEND_FOLLOWER;
+      e->next_waiter = o->waiters;
+      o->waiters = e;
+      p->c.in_flight++;
+      job->pending++;
+      break;
+    }
+    case INTAKE_DEDUP_NEW:
+      if (intake_dedup_begin(p->dedup, &e->probe, e) < 0) {
+        job->failed = 1;
+        p->c.failed++;
+        break;
+      }
+      produce_event(p, job, i, &p->events[i], gateway_id, received);
+      break;
+    }
+  }
+  job_release(p, job);
+  return 0;
+}
+
+void intake_pipeline_detach(intake_job_t *job) { job->owner = NULL; }
+uint64_t intake_pipeline_jobs(const intake_pipeline_t *p) { return p->jobs; }
+const intake_counters_t *intake_pipeline_counters(const intake_pipeline_t *p) { return &p->c; }
+const char *intake_pipeline_bootstrap(const intake_pipeline_t *p) {
+  return intake_sink_bootstrap(p->sink);
+}
+int intake_pipeline_is_embedded(const intake_pipeline_t *p) { return intake_sink_is_embedded(p->sink); }
+uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p) {
+  return intake_sink_queue_depth(p->sink);
+}
+
+void intake_pipeline_log_stats(const intake_pipeline_t *p) {
+  const intake_counters_t *c = &p->c;
+  intake_dedup_stats_t ds;
+  intake_dedup_stats(p->dedup, &ds);
+  LOG_INFO("stats",
+           "received=%llu delivered=%llu duplicate=%llu rejected=%llu failed=%llu in_flight=%llu "
+           "batches=%llu batches_ok=%llu batches_retry=%llu batches_rejected=%llu "
+           "records_delivered=%llu records_failed=%llu dead_letter_delivered=%llu "
+           "dead_letter_failed=%llu kafka_queue=%llu dedup_entries=%llu dedup_sources=%llu "
+           "dedup_bytes=%llu dedup_evictions=%llu",
+           (unsigned long long)c->received, (unsigned long long)c->delivered,
+           (unsigned long long)c->duplicate, (unsigned long long)c->rejected,
+           (unsigned long long)c->failed, (unsigned long long)c->in_flight,
+           (unsigned long long)c->batches, (unsigned long long)c->batches_ok,
+           (unsigned long long)c->batches_retry, (unsigned long long)c->batches_rejected,
+           (unsigned long long)c->records_delivered, (unsigned long long)c->records_failed,
+           (unsigned long long)c->dead_letter_delivered, (unsigned long long)c->dead_letter_failed,
+           (unsigned long long)intake_sink_queue_depth(p->sink), (unsigned long long)ds.entries,
+           (unsigned long long)ds.sources, (unsigned long long)ds.bytes,
+           (unsigned long long)ds.evictions);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  intake_pipeline_t *p = t->data;
+  /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick. */
+  intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
+}
+
+intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t *cfg,
+                                          intake_job_done_cb done, intake_pipeline_resume_cb resume,
+                                          void *ctx, char *err, size_t errlen) {
+  intake_pipeline_t *p = calloc(1, sizeof *p);
+  err[0] = '\0';
+  if (!p)
+    goto oom;
+  p->loop = loop;
+  p->cfg = cfg;
+  p->done = done;
+  p->resume = resume;
+  p->ctx = ctx;
+  p->decoder = intake_decoder_create(cfg->max_decompressed_bytes);
+  p->events = calloc(cfg->max_batch_events, sizeof *p->events);
+  p->parsed = calloc(cfg->max_batch_events, 1);
+  if (!p->decoder || !p->events || !p->parsed)
+    goto oom;
+  p->dedup = intake_dedup_create(cfg->dedup_window_ms, cfg->dedup_memory_bytes,
+                                 cfg->dedup_seq_memory_bytes);
+  if (!p->dedup) {
+    snprintf(err, errlen, "dedup: cannot allocate %llu + %llu bytes",
+             (unsigned long long)cfg->dedup_memory_bytes,
+             (unsigned long long)cfg->dedup_seq_memory_bytes);
+    goto fail;
+  }
+  p->router = intake_router_create(cfg, err, errlen);
+  if (!p->router)
+    goto fail;
+  size_t nt = intake_router_n_topics(p->router);
+  const char **names = calloc(nt + 1, sizeof *names);
+  if (!names)
+    goto oom;
+  for (size_t i = 0; i < nt; i++)
+    names[i] = intake_router_topic_name(p->router, i);
+  names[nt] = cfg->dead_letter_topic;
+  p->sink = intake_sink_create(loop, cfg, names, nt + 1, on_delivery, p, err, errlen);
+  free(names);
+  if (!p->sink)
+    goto fail;
+  p->topics = calloc(nt, sizeof *p->topics);
+  if (!p->topics)
+    goto oom;
+  for (size_t i = 0; i < nt; i++)
+    if (!(p->topics[i] = intake_sink_topic(p->sink, intake_router_topic_name(p->router, i))))
+      goto oom;
+  if (!(p->dead_letter = intake_sink_topic(p->sink, cfg->dead_letter_topic)))
+    goto oom;
+  /* Leave room for one whole batch fanned out to every route above the high-water mark. */
+  uint64_t max = intake_sink_max_in_flight(p->sink);
+  uint64_t batch = (uint64_t)cfg->max_batch_events * INTAKE_ROUTE_MAX_TOPICS;
+  p->high_water = max > 2 * batch ? max - batch : max / 2;
+  p->low_water = p->high_water / 2;
+  uv_idle_init(loop, &p->idle);
+  p->idle.data = p;
+  uv_timer_init(loop, &p->sweep_timer);
+  p->sweep_timer.data = p;
+  uv_timer_start(&p->sweep_timer, on_sweep, 100, 100);
+  return p;
+
+oom:
+  if (err[0] == '\0')
+    snprintf(err, errlen, "out of memory");
+fail:
+  if (p) {
+    if (p->sink) {
+      intake_sink_destroy(p->sink);
+    }
+    intake_router_destroy(p->router);
+    intake_dedup_destroy(p->dedup);
+    intake_decoder_destroy(p->decoder);
+    free(p->topics);
+    free(p->events);
+    free(p->parsed);
+    free(p);
+  }
+  return NULL;
+}
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+void intake_pipeline_close(intake_pipeline_t *p) {
+  uv_close((uv_handle_t *)&p->idle, on_closed);
+  uv_close((uv_handle_t *)&p->sweep_timer, on_closed);
+  intake_sink_close(p->sink);
+}
+
+void intake_pipeline_destroy(intake_pipeline_t *p) {
+  if (!p)
+    return;
+  intake_sink_destroy(p->sink); /* fails what is still queued through on_delivery */
+  /* Jobs that completed during destroy are only freed: nobody is left to ack. */
+  for (intake_job_t *j = p->ready, *next; j; j = next) {
+    next = j->next_ready;
+    j->owner = NULL;
+    job_finish(p, j);
+  }
+  intake_router_destroy(p->router);
+  intake_dedup_destroy(p->dedup);
+  intake_decoder_destroy(p->decoder);
+  free(p->topics);
+  free(p->events);
+  free(p->parsed);
+  free(p);
+}
