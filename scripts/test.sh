@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (Debian packages, the Kafka broker jars from
+# Maven Central), builds with -Werror, and runs unit and integration tests against a real Kafka
+# broker that CTest starts on loopback and stops afterwards; then the same suite again built
+# with AddressSanitizer + UndefinedBehaviorSanitizer, and valgrind memcheck over the unit tests.
+#
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh --quick    one build, no sanitizers, no valgrind
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+bash "$root/scripts/deps.sh" --test
+bash "$root/tests/kafka/kafka.sh" fetch
+jobs=$(nproc)
+
+run_suite() {
+  local dir=$1; shift
+  cmake -S "$root" -B "$dir" -DINTAKE_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+  (cd "$dir" && ctest --output-on-failure --timeout 300)
+}
+
+echo "== build + tests (RelWithDebInfo, -Werror)"
+run_suite "$root/build-test" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+[ $quick = 1 ] && exit 0
+
+echo "== build + tests under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DINTAKE_SANITIZE=ON
+
+echo "== valgrind memcheck over the unit tests"
+for t in "$root"/build-test/tests/test_*; do
+  [ -x "$t" ] || continue
+  valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite "$t" >/dev/null \
+    || { echo "valgrind: errors in $(basename "$t")"; exit 1; }
+done
+echo "== all tests passed"
