@@ -24,7 +24,9 @@ typedef struct {
 } intake_route_target_t;
 
 /* Builds a router. Returns NULL with a message in err on failure (e.g. a rule whose topics would
- * fan an event out to more than INTAKE_ROUTE_MAX_TOPICS). */
+ * fan an event out to more than INTAKE_ROUTE_MAX_TOPICS). The bound is checked per rule over the
+ * rules that could match one event together (route.c says how), so many mutually exclusive rules
+ * are fine. Expects a config that intake_config_load() accepted. */
 intake_router_t *intake_router_create(const intake_config_t *cfg, char *err, size_t errlen);
 void intake_router_destroy(intake_router_t *r);
 
