@@ -5,8 +5,11 @@
  * dead-letter topic with its raw bytes as the value and a `reject_reason` header.
  *
  * Framing violations (oversized frame length, unknown frame type, invalid zstd, a batch before
- * HELLO) get a ProtocolError with the right code and the connection is closed, while the daemon
- * keeps serving another connection opened before and new connections opened after. */
+ * HELLO, a zero-length frame, more batches in flight than the window) get a ProtocolError with
+ * the right code and the connection is closed, while the daemon keeps serving another
+ * connection opened before and new connections opened after. A batch over max_batch_events is
+ * answered REJECTED. */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "ingest/frame.h"
@@ -18,6 +21,8 @@ static const char CONFIG[] =
     "  port: ${PORT}\n"
     "gateway:\n"
     "  max_frame_bytes: 64KiB\n"
+    "  max_batch_events: 50\n"
+    "  max_in_flight_batches: 4\n"
     "kafka:\n"
     "  mode: brokers\n"
     "  brokers: ${BROKERS}\n"
@@ -239,6 +244,71 @@ static void framing(intake_client_t *keeper) {
   intake_client_close(c);
   keeper_check(keeper, "a zero-length frame");
 
+  /* More batches in flight than Welcome.max_in_flight: all written at once, so intaked reads
+   * them in one go, before any delivery report can free a slot. */
+  uint32_t window;
+  c = itest_connect(&d, "gw-window", &window);
+  ev = valid("window");
+  ProtobufCBinaryData one = itest_event_pack(ev);
+  itest_event_free(ev);
+  uint8_t *stream = NULL;
+  size_t stream_len = 0;
+  for (uint32_t k = 1; k <= window + 1; k++) {
+    uint8_t *payload;
+    size_t plen;
+    IT_CHECK_INT(intake_client_encode_batch(k, &one, 1, 0, &payload, &plen), 0);
+    stream = realloc(stream, stream_len + INTAKE_FRAME_HEADER_BYTES + plen);
+    IT_CHECK(stream != NULL);
+    intake_frame_header(stream + stream_len, INTAKE_FRAME_BATCH, (uint32_t)plen);
+    memcpy(stream + stream_len + INTAKE_FRAME_HEADER_BYTES, payload, plen);
+    stream_len += INTAKE_FRAME_HEADER_BYTES + plen;
+    free(payload);
+  }
+  IT_CHECK_INT(intake_client_send_raw(c, stream, stream_len), 0);
+  free(stream);
+  free(one.data);
+  /* Acks of the first `window` batches may come before the error; then the error, then EOF. */
+  int got_error = 0;
+  for (;;) {
+    intake_client_msg_t m;
+    int err = intake_client_recv(c, 10000, &m);
+    if (err == -ECONNRESET)
+      break;
+    IT_CHECKF(err == 0, "window exceeded: %s", strerror(-err));
+    IT_CHECKF(m.ack != NULL || m.error != NULL, "window exceeded: frame type %u", m.type);
+    if (m.error) {
+      IT_CHECK_INT(m.error->code, INTAKE__V1__ERROR_CODE__ERROR_CODE_WINDOW_EXCEEDED);
+      got_error = 1;
+    } else {
+      IT_CHECKF(!got_error, "an ack after the ProtocolError");
+      IT_CHECK(m.ack->seq <= window);
+    }
+    intake_client_msg_free(&m);
+  }
+  IT_CHECKF(got_error, "%u batches in flight with max_in_flight %u: no WINDOW_EXCEEDED",
+            window + 1, window);
+  intake_client_close(c);
+  keeper_check(keeper, "a window overrun");
+
+  /* A batch with more events than gateway.max_batch_events: the batch is REJECTED, the
+   * connection stays usable. */
+  Intake__V1__Event *many[51];
+  for (int i = 0; i < 51; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "many-%d", i);
+    many[i] = valid(id);
+  }
+  IT_CHECK_INT(intake_client_send_batch(keeper, 1000, many, 51, INTAKE_CLIENT_ZSTD), 0);
+  Intake__V1__BatchAck *ack = itest_recv_ack(keeper, 30000);
+  IT_CHECK_INT(ack->seq, 1000);
+  IT_CHECKF(ack->status == INTAKE__V1__BATCH_STATUS__BATCH_STATUS_REJECTED,
+            "51 events, max_batch_events 50: status %d", ack->status);
+  itest_log("oversized batch: REJECTED (\"%s\")", ack->detail);
+  intake__v1__batch_ack__free_unpacked(ack, NULL);
+  for (int i = 0; i < 51; i++)
+    itest_event_free(many[i]);
+  keeper_check(keeper, "a rejected batch");
+
   /* And a new connection is served as well. */
   c = hello(NULL);
   keeper_check(c, "all framing violations (new connection)");
@@ -261,8 +331,10 @@ int main(void) {
   intake_client_close(c);
   intake_client_close(keeper);
 
-  itest_records_t rs = itest_consume(itest_bootstrap(), topic, 4 + keeper_events, 30000);
-  IT_CHECK_INT(rs.n, 4 + keeper_events); /* ok-0, ok-2, ok-8, ok-m and the keeper's */
+  /* ok-0, ok-2, ok-8, ok-m, the keeper's, and one "window" event (the same in every batch of
+   * the window overrun: produced once). */
+  itest_records_t rs = itest_consume(itest_bootstrap(), topic, 5 + keeper_events, 30000);
+  IT_CHECK_INT(rs.n, 5 + keeper_events);
   itest_records_free(&rs);
 
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);

@@ -198,7 +198,8 @@ void itest_finish(void) {
     IT_CHECKF(rc == 0, "intaked %s exited with %d at the end of the test", d->name, rc);
   }
   alarm(0);
-  nftw(g.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  if (getenv("ITEST_KEEP") == NULL)
+    nftw(g.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   for (size_t i = 0; i < g.n_strings; i++)
     free(g.strings[i]);
   free(g.strings);
@@ -679,8 +680,8 @@ static int partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms) {
   return n;
 }
 
-void itest_create_topics(const char *bootstrap, const char *const *topics, size_t n,
-                         int partitions) {
+static void create_topics(const char *bootstrap, const char *const *topics, size_t n,
+                          int partitions, const char *const *config_kv, size_t n_kv) {
   rd_kafka_t *rk = new_handle(RD_KAFKA_PRODUCER, bootstrap);
   rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
   IT_CHECK(nt != NULL);
@@ -688,6 +689,8 @@ void itest_create_topics(const char *bootstrap, const char *const *topics, size_
   for (size_t i = 0; i < n; i++) {
     nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, err, sizeof err);
     IT_CHECKF(nt[i] != NULL, "NewTopic %s: %s", topics[i], err);
+    for (size_t k = 0; k + 1 < n_kv; k += 2)
+      IT_CHECK(rd_kafka_NewTopic_set_config(nt[i], config_kv[k], config_kv[k + 1]) == 0);
   }
   rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
   rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -714,6 +717,16 @@ void itest_create_topics(const char *bootstrap, const char *const *topics, size_
   }
   free(nt);
   rd_kafka_destroy(rk);
+}
+
+void itest_create_topics(const char *bootstrap, const char *const *topics, size_t n,
+                         int partitions) {
+  create_topics(bootstrap, topics, n, partitions, NULL, 0);
+}
+
+void itest_create_topic_config(const char *bootstrap, const char *topic, int partitions,
+                               const char *const *config_kv, size_t n_kv) {
+  create_topics(bootstrap, &topic, 1, partitions, config_kv, n_kv);
 }
 
 typedef struct {

@@ -199,6 +199,11 @@ typedef struct {
 void itest_create_topics(const char *bootstrap, const char *const *topics, size_t n,
                          int partitions);
 
+/* Creates one topic with topic-level configs config_kv = {name, value, name, value, ...}
+ * (n_kv strings), e.g. {"max.message.bytes", "1024"}. */
+void itest_create_topic_config(const char *bootstrap, const char *topic, int partitions,
+                               const char *const *config_kv, size_t n_kv);
+
 /* A consumer assigned to every partition of `topics` from the beginning (no group
  * membership), which reads incrementally. */
 typedef struct itest_consumer itest_consumer_t;
