@@ -98,10 +98,11 @@ int main(int argc, char **argv) {
   d.loop = uv_default_loop();
   d.server = intake_server_create(d.loop, &d.cfg, err, sizeof err);
   if (!d.server || err[0]) {
-    LOG_ERROR("cannot start", "error=\"%s\"", err);
+    LOG_ERROR("cannot start", "config=%s error=\"%s\"", path, err);
     if (d.server) {
+      /* The listener failed: close what the server opened, then free it. */
       intake_server_shutdown(d.server, 0, NULL, NULL);
-      uv_run(d.loop, UV_RUN_NOWAIT);
+      uv_run(d.loop, UV_RUN_DEFAULT);
       intake_server_destroy(d.server);
     }
     intake_config_dispose(&d.cfg);

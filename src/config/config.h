@@ -42,7 +42,14 @@ typedef struct {
   char *value;                 /* the YAML scalar's text ("5", "true"), never NULL */
 } intake_kv_t;
 
-typedef enum { INTAKE_KAFKA_EMBEDDED = 0, INTAKE_KAFKA_BROKERS = 1 } intake_kafka_mode_t;
+typedef enum {
+  INTAKE_KAFKA_EMBEDDED = 0,
+  INTAKE_KAFKA_BROKERS = 1,
+  /* Benchmarks only, never accepted from a config file: records are built and counted, not
+   * sent, and confirmed on the next loop iteration (bench/hotpath.c measures the pipeline
+   * without librdkafka this way). */
+  INTAKE_KAFKA_COUNTING = 2
+} intake_kafka_mode_t;
 
 typedef enum {
   INTAKE_LOG_DEBUG = 0,

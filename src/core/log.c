@@ -41,3 +41,17 @@ void intake_log(intake_log_level_t level, const char *msg, const char *fmt, ...)
   ssize_t w = write(STDERR_FILENO, line, (size_t)n);
   (void)w;
 }
+
+bool intake_log_allow(intake_log_limit_t *l, uint64_t *suppressed) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  if (l->last_ms && now - l->last_ms < l->interval_ms) {
+    l->suppressed++;
+    return false;
+  }
+  l->last_ms = now ? now : 1;
+  *suppressed = l->suppressed;
+  l->suppressed = 0;
+  return true;
+}

@@ -194,9 +194,14 @@ static void on_resume(void *ctx) {
     if (c->state == CONN_CLOSING)
       continue;
     conn_process(c);
-    if (!c->paused && c->state == CONN_READY && !c->srv->stopping)
+    if (c->paused || c->state != CONN_READY)
+      continue;
+    if (s->stopping)
+      c->state = CONN_DRAINING; /* its buffered batches are in: read nothing more */
+    else
       uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   }
+  check_stopped(s);
 }
 
 static void on_job_done(void *owner, intake_job_t *job, const intake_batch_result_t *r) {
@@ -504,7 +509,7 @@ static void finish_stop(intake_server_t *s) {
 static void check_stopped(intake_server_t *s) {
   if (s->stopping != 1 || s->stop_done == NULL)
     return;
-  if (intake_pipeline_jobs(s->pipeline) > 0)
+  if (intake_pipeline_jobs(s->pipeline) > 0 || s->paused)
     return;
   /* Every batch is acked: close what is left (acks queued before are flushed first). */
   for (conn_t *c = s->conns, *next; c; c = next) {
@@ -518,6 +523,9 @@ static void check_stopped(intake_server_t *s) {
 
 static void on_stop_deadline(uv_timer_t *t) {
   intake_server_t *s = t->data;
+  s->paused = NULL; /* conn_close() below unlinks nothing from it any more */
+  for (conn_t *c = s->conns; c; c = c->next)
+    c->paused = 0;
   LOG_WARN("shutdown deadline reached", "jobs_in_flight=%llu",
            (unsigned long long)intake_pipeline_jobs(s->pipeline));
   for (conn_t *c = s->conns, *next; c; c = next) {
@@ -537,15 +545,17 @@ void intake_server_shutdown(intake_server_t *s, uint64_t deadline_ms, void (*don
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     s->listening = 0;
   }
+  /* Every whole batch already read is finished and acked: connections waiting on backpressure
+   * keep their buffered frames and submit them as Kafka drains. Bytes still in the kernel's
+   * socket buffers are not read; those batches were never accepted, and the gateways
+   * retransmit them to the next instance. */
   for (conn_t *c = s->conns; c; c = c->next) {
     if (c->state == CONN_CLOSING)
       continue;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    c->state = CONN_DRAINING;
+    if (!c->paused)
+      c->state = CONN_DRAINING;
   }
-  s->paused = NULL; /* their unread batches were never accepted: the gateways retransmit */
-  for (conn_t *c = s->conns; c; c = c->next)
-    c->paused = 0;
   uv_timer_init(s->loop, &s->stop_timer);
   s->stop_timer.data = s;
   uv_timer_start(&s->stop_timer, on_stop_deadline, deadline_ms, 0);

@@ -65,6 +65,7 @@ struct intake_pipeline {
   uint64_t jobs;
   uint64_t high_water, low_water;   /* records in flight: refuse above high, resume below low */
   int refused;                      /* a submit was refused since the last resume */
+  intake_log_limit_t delivery_log, produce_log; /* one line a second at most */
   intake_counters_t c;
 };
 
@@ -189,7 +190,11 @@ static void on_delivery(void *ctx, void *opaque, int err) {
       p->c.dead_letter_failed++;
     else
       p->c.records_failed++;
-    LOG_DEBUG("delivery failed", "error=%s", rd_kafka_err2name((rd_kafka_resp_err_t)err));
+    uint64_t held;
+    if (intake_log_allow(&p->delivery_log, &held))
+      LOG_WARN("kafka did not confirm a record; its batch will be answered RETRY",
+               "error=%s suppressed=%llu", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+               (unsigned long long)held);
   } else if (e->kind == PEND_DEAD_LETTER) {
     p->c.dead_letter_delivered++;
   } else {
@@ -258,7 +263,10 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
   if (rc < 0) {
     p->c.dead_letter_failed++;
     job->failed = 1;
-    LOG_WARN("dead-letter produce failed", "error=%s", rd_kafka_err2name((rd_kafka_resp_err_t)-rc));
+    uint64_t held;
+    if (intake_log_allow(&p->produce_log, &held))
+      LOG_WARN("dead-letter produce failed; the batch will be answered RETRY", "error=%s suppressed=%llu",
+               rd_kafka_err2name((rd_kafka_resp_err_t)-rc), (unsigned long long)held);
     return;
   }
   p->c.records_in_flight++;
@@ -294,9 +302,11 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
        * the batch is answered RETRY; never dropped silently. */
       e->failed = 1;
       p->c.records_failed++;
-      LOG_WARN("produce failed", "topic=%s error=%s",
-               intake_router_topic_name(p->router, targets[t].topic),
-               rd_kafka_err2name((rd_kafka_resp_err_t)-rc));
+      uint64_t held;
+      if (intake_log_allow(&p->produce_log, &held))
+        LOG_WARN("produce failed; the batch will be answered RETRY", "topic=%s error=%s suppressed=%llu",
+                 intake_router_topic_name(p->router, targets[t].topic),
+                 rd_kafka_err2name((rd_kafka_resp_err_t)-rc), (unsigned long long)held);
       continue;
     }
     e->records_left++;
@@ -419,6 +429,10 @@ uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p) {
   return intake_sink_queue_depth(p->sink);
 }
 
+void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out) {
+  intake_dedup_stats(p->dedup, out);
+}
+
 void intake_pipeline_log_stats(const intake_pipeline_t *p) {
   const intake_counters_t *c = &p->c;
   intake_dedup_stats_t ds;
@@ -459,6 +473,7 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   p->done = done;
   p->resume = resume;
   p->ctx = ctx;
+  p->delivery_log.interval_ms = p->produce_log.interval_ms = 1000;
   p->decoder = intake_decoder_create(cfg->max_decompressed_bytes);
   p->events = calloc(cfg->max_batch_events, sizeof *p->events);
   p->parsed = calloc(cfg->max_batch_events, 1);

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "decode/validate.h"
+#include "dedup/dedup.h"
 
 typedef struct intake_pipeline intake_pipeline_t;
 typedef struct intake_job intake_job_t;
@@ -96,6 +97,8 @@ const intake_counters_t *intake_pipeline_counters(const intake_pipeline_t *p);
 const char *intake_pipeline_bootstrap(const intake_pipeline_t *p);
 int intake_pipeline_is_embedded(const intake_pipeline_t *p);
 uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p);
+
+void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out);
 
 /* Logs the counters (msg="stats") at info level. */
 void intake_pipeline_log_stats(const intake_pipeline_t *p);

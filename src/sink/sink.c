@@ -31,6 +31,11 @@ struct intake_sink {
   uint64_t max_in_flight;
   topic_entry_t *topics;
   size_t n_topics, cap_topics;
+  /* INTAKE_KAFKA_COUNTING: records "sent" and not yet confirmed, confirmed from `idle`. */
+  int counting;
+  uv_idle_t idle;
+  void **unconfirmed;
+  size_t n_unconfirmed, cap_unconfirmed;
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -71,6 +76,33 @@ static void on_pipe(uv_poll_t *p, int status, int events) {
 
 static void on_timer(uv_timer_t *t) { serve(t->data); }
 
+static void on_counting_idle(uv_idle_t *h) {
+  intake_sink_t *s = h->data;
+  void **list = s->unconfirmed;
+  size_t n = s->n_unconfirmed;
+  /* Swap in a fresh array: callbacks may produce again. */
+  s->unconfirmed = NULL;
+  s->n_unconfirmed = s->cap_unconfirmed = 0;
+  uv_idle_stop(&s->idle);
+  for (size_t i = 0; i < n; i++)
+    s->cb(s->ctx, list[i], 0);
+  if (!s->unconfirmed) {
+    s->unconfirmed = list;
+    s->cap_unconfirmed = n;
+  } else {
+    free(list);
+  }
+}
+
+static intake_sink_t *create_counting(intake_sink_t *s, uv_loop_t *loop) {
+  s->counting = 1;
+  s->bootstrap = strdup("counting");
+  s->max_in_flight = 900000;
+  uv_idle_init(loop, &s->idle);
+  s->idle.data = s;
+  return s;
+}
+
 static int set(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t errlen) {
   char e[512];
   if (rd_kafka_conf_set(conf, k, v, e, sizeof e) != RD_KAFKA_CONF_OK) {
@@ -94,6 +126,10 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
   s->ctx = ctx;
   s->embedded = cfg->kafka_mode == INTAKE_KAFKA_EMBEDDED;
   s->embedded_partitions = cfg->embedded_partitions;
+  if (cfg->kafka_mode == INTAKE_KAFKA_COUNTING) {
+    rd_kafka_conf_destroy(conf);
+    return create_counting(s, loop);
+  }
   snprintf(num, sizeof num, "%llu", (unsigned long long)cfg->delivery_timeout_ms);
   if (set(conf, "client.id", "intaked", err, errlen) ||
       set(conf, "enable.idempotence", "true", err, errlen) ||
@@ -180,11 +216,11 @@ const char *intake_sink_bootstrap(const intake_sink_t *s) { return s->bootstrap;
 int intake_sink_is_embedded(const intake_sink_t *s) { return s->embedded; }
 uint64_t intake_sink_max_in_flight(const intake_sink_t *s) { return s->max_in_flight; }
 uint64_t intake_sink_queue_depth(const intake_sink_t *s) {
-  return (uint64_t)rd_kafka_outq_len(s->rk);
+  return s->counting ? s->n_unconfirmed : (uint64_t)rd_kafka_outq_len(s->rk);
 }
 
 void intake_sink_ensure_topic(intake_sink_t *s, const char *name) {
-  if (!s->embedded)
+  if (!s->embedded || s->counting)
     return;
   rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(s->rk);
   rd_kafka_mock_topic_create(mc, name, (int)s->embedded_partitions, 1);
@@ -202,7 +238,8 @@ intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name) {
     s->topics = t;
     s->cap_topics = cap;
   }
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(s->rk, name, NULL);
+  /* The counting sink has no librdkafka handle: any non-NULL token serves as the topic. */
+  rd_kafka_topic_t *rkt = s->counting ? (rd_kafka_topic_t *)s : rd_kafka_topic_new(s->rk, name, NULL);
   char *copy = strdup(name);
   if (!rkt || !copy) {
     if (rkt)
@@ -219,6 +256,26 @@ intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name) {
 int intake_sink_produce(intake_sink_t *s, intake_sink_topic_t *topic, const void *key,
                         size_t key_len, const void *value, size_t value_len,
                         const intake_sink_header_t *headers, size_t n_headers, void *opaque) {
+  if (s->counting) {
+    if (s->n_unconfirmed == s->cap_unconfirmed) {
+      size_t cap = s->cap_unconfirmed ? s->cap_unconfirmed * 2 : 4096;
+      void **u = realloc(s->unconfirmed, cap * sizeof *u);
+      if (!u)
+        return -RD_KAFKA_RESP_ERR__QUEUE_FULL;
+      s->unconfirmed = u;
+      s->cap_unconfirmed = cap;
+    }
+    (void)topic;
+    (void)key;
+    (void)key_len;
+    (void)value;
+    (void)value_len;
+    (void)headers;
+    (void)n_headers;
+    s->unconfirmed[s->n_unconfirmed++] = opaque;
+    uv_idle_start(&s->idle, on_counting_idle);
+    return 0;
+  }
   rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
   for (size_t i = 0; i < n_headers; i++)
     rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
@@ -239,6 +296,10 @@ void intake_sink_close(intake_sink_t *s) {
   if (s->closing)
     return;
   s->closing = 1;
+  if (s->counting) {
+    uv_close((uv_handle_t *)&s->idle, on_closed);
+    return;
+  }
   uv_close((uv_handle_t *)&s->poll, on_closed);
   uv_close((uv_handle_t *)&s->timer, on_closed);
 }
@@ -246,6 +307,17 @@ void intake_sink_close(intake_sink_t *s) {
 void intake_sink_destroy(intake_sink_t *s) {
   if (!s)
     return;
+  if (s->counting) {
+    for (size_t i = 0; i < s->n_unconfirmed; i++)
+      s->cb(s->ctx, s->unconfirmed[i], RD_KAFKA_RESP_ERR__PURGE_QUEUE);
+    free(s->unconfirmed);
+    for (size_t i = 0; i < s->n_topics; i++)
+      free(s->topics[i].name);
+    free(s->topics);
+    free(s->bootstrap);
+    free(s);
+    return;
+  }
   /* Purge what is still queued so its delivery reports (failed) fire now, then serve them. */
   rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(s->rk, 0);
