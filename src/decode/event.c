@@ -84,6 +84,7 @@ int intake_event_parse(const uint8_t *buf, size_t len, intake_event_t *ev) {
   uint32_t field, type;
   uint64_t v;
   while (c.p < c.end) {
+    const uint8_t *field_start = c.p;
     if (wire_tag(&c, &field, &type) < 0)
       return -1;
     switch (field) {
@@ -127,10 +128,14 @@ int intake_event_parse(const uint8_t *buf, size_t len, intake_event_t *ev) {
       break;
     }
     case 9: {
+      const uint8_t *tag = field_start;
       intake_str_t entry, k, val;
       if (read_str(&c, type, &entry) < 0 ||
           parse_map_entry((const uint8_t *)entry.ptr, entry.len, &k, &val) < 0)
         return -1;
+      if (!ev->_attrs)
+        ev->_attrs = tag;
+      ev->_attrs_end = c.p;
       ev->n_attributes++;
       break;
     }
@@ -174,7 +179,7 @@ static int next_attribute(wire_cursor_t *c, intake_str_t *k, intake_str_t *v) {
 
 bool intake_event_attribute(const intake_event_t *ev, const char *key, size_t key_len,
                             intake_str_t *value) {
-  wire_cursor_t c = {ev->raw, ev->raw + ev->raw_len};
+  wire_cursor_t c = {ev->_attrs, ev->_attrs_end};
   intake_str_t k, v;
   bool found = false;
   while (next_attribute(&c, &k, &v) > 0) {
@@ -187,12 +192,14 @@ bool intake_event_attribute(const intake_event_t *ev, const char *key, size_t ke
 }
 
 void intake_event_attributes(const intake_event_t *ev, intake_attr_iter_t *it) {
-  it->_p = ev->raw;
-  it->_end = ev->raw + ev->raw_len;
+  it->_p = ev->_attrs;
+  it->_end = ev->_attrs_end;
 }
 
 int intake_attr_next(intake_attr_iter_t *it, intake_str_t *key, intake_str_t *value) {
   wire_cursor_t c = {it->_p, it->_end};
+  if (!c.p)
+    return 0;
   int r = next_attribute(&c, key, value);
   it->_p = r > 0 ? c.p : it->_end;
   return r > 0;

@@ -44,6 +44,8 @@ typedef struct intake_event {
   uint32_t n_attributes;    /* field 9 entries */
   intake_str_t payload;     /* field 10 */
   bool clear;               /* field 11 */
+  const uint8_t *_attrs;    /* from the first field-9 entry to the end of the last one: */
+  const uint8_t *_attrs_end; /* attribute walks scan only this range */
 } intake_event_t;
 
 /* Finds attribute `key` (field 9 map entry) in `ev`. Returns true and sets *value when present

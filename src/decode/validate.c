@@ -36,6 +36,13 @@ bool intake_utf8_valid(const char *str, size_t len) {
     }
     if (s >= end)
       break;
+    if (end - s < 8) { /* the short tail of an ASCII string */
+      unsigned any = 0;
+      for (const unsigned char *t = s; t < end; t++)
+        any |= *t;
+      if (any < 0x80)
+        break;
+    }
     unsigned c = *s;
     if (c < 0x80) {
       s++;

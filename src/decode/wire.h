@@ -15,6 +15,11 @@ typedef struct {
 
 /* Reads a varint (at most 10 bytes). Returns 0 or -1 (truncated or too long). */
 static inline int wire_varint(wire_cursor_t *c, uint64_t *v) {
+  /* Tags, lengths and small numbers are one byte nearly always. */
+  if (c->p < c->end && *c->p < 0x80) {
+    *v = *c->p++;
+    return 0;
+  }
   uint64_t x = 0;
   for (unsigned shift = 0; shift < 70; shift += 7) {
     if (c->p >= c->end)
