@@ -32,6 +32,8 @@ enum { PEND_NONE = 0, PEND_OWNER, PEND_FOLLOWER, PEND_DEAD_LETTER };
 struct intake_job {
   intake_pipeline_t *pipeline;
   void *owner;                /* NULL once detached */
+  intake_gateway_stats_t *gw; /* the sending gateway's counters */
+  uint64_t received_ms;       /* loop clock at submit, for the latency histogram */
   intake_job_t *next_ready;   /* completed-job list */
   uint64_t seq;
   uint32_t n_events;
@@ -66,6 +68,14 @@ struct intake_pipeline {
   uint64_t high_water, low_water;   /* records in flight: refuse above high, resume below low */
   int refused;                      /* a submit was refused since the last resume */
   intake_log_limit_t delivery_log, produce_log; /* one line a second at most */
+  intake_gateway_stats_t **gateways;  /* registry, INTAKE_MAX_GATEWAY_STATS + 1 ("_other") */
+  size_t n_gateways;
+  uint32_t *gateway_index;          /* open addressing: slot -> gateways index + 1, 0 = empty */
+  intake_topic_stats_t *topic_stats;  /* by router topic index; dead-letter last */
+  size_t n_topic_stats;
+  intake_route_stats_t *route_stats;  /* by router rule index */
+  size_t n_route_stats;
+  intake_latency_t latency;
   intake_counters_t c;
 };
 
@@ -73,6 +83,51 @@ static int64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Counts an event both in the totals and in its gateway's counters. */
+#define COUNT(p, job, field, delta)                                                                \
+  do {                                                                                             \
+    (p)->c.field += (delta);                                                                       \
+    (job)->gw->c.field += (delta);                                                                 \
+  } while (0)
+
+const double intake_latency_bounds_ms[INTAKE_LATENCY_BUCKETS] = {
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 1.0 / 0.0};
+
+static void observe_latency(intake_pipeline_t *p, uint64_t ms) {
+  size_t i = 0;
+  while (i < INTAKE_LATENCY_BUCKETS - 1 && (double)ms > intake_latency_bounds_ms[i])
+    i++;
+  p->latency.counts[i]++;
+  p->latency.count++;
+  p->latency.sum_ms += ms;
+}
+
+#define GATEWAY_INDEX_SLOTS (4 * INTAKE_MAX_GATEWAY_STATS) /* power of two, load <= 1/4 */
+
+/* The counters of `id`, created on first sight; past INTAKE_MAX_GATEWAY_STATS distinct ids,
+ * those of "_other" (so a flood of made-up ids cannot grow memory). NULL on out of memory. */
+static intake_gateway_stats_t *gateway_stats(intake_pipeline_t *p, const char *id) {
+  uint32_t h = 2166136261u; /* FNV-1a: one short id per batch */
+  for (const char *c = id; *c; c++)
+    h = (h ^ (uint8_t)*c) * 16777619u;
+  uint32_t i = h & (GATEWAY_INDEX_SLOTS - 1);
+  for (; p->gateway_index[i]; i = (i + 1) & (GATEWAY_INDEX_SLOTS - 1))
+    if (!strcmp(p->gateways[p->gateway_index[i] - 1]->id, id))
+      return p->gateways[p->gateway_index[i] - 1];
+  if (p->n_gateways == INTAKE_MAX_GATEWAY_STATS)
+    id = "_other"; /* takes the last array slot, outside the index */
+  else if (p->n_gateways > INTAKE_MAX_GATEWAY_STATS)
+    return p->gateways[INTAKE_MAX_GATEWAY_STATS];
+  intake_gateway_stats_t *g = calloc(1, sizeof *g);
+  if (!g)
+    return NULL;
+  snprintf(g->id, sizeof g->id, "%s", id);
+  if (p->n_gateways < INTAKE_MAX_GATEWAY_STATS)
+    p->gateway_index[i] = (uint32_t)p->n_gateways + 1;
+  p->gateways[p->n_gateways++] = g;
+  return g;
 }
 
 static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
@@ -146,13 +201,13 @@ static void maybe_resume(intake_pipeline_t *p) {
 
 static void resolve_follower(intake_pipeline_t *p, pend_t *w, int ok) {
   intake_job_t *job = w->job;
-  p->c.in_flight--;
+  COUNT(p, job, in_flight, -1);
   if (ok) {
     job->outcomes[w->index] = INTAKE_OUTCOME_DUPLICATE;
-    p->c.duplicate++;
+    COUNT(p, job, duplicate, 1);
   } else {
     job->failed = 1;
-    p->c.failed++;
+    COUNT(p, job, failed, 1);
   }
   job_release(p, job);
 }
@@ -161,16 +216,17 @@ static void resolve_owner(intake_pipeline_t *p, pend_t *e) {
   intake_job_t *job = e->job;
   int ok = !e->failed;
   uint64_t now = (uint64_t)wall_ms();
-  p->c.in_flight--;
+  COUNT(p, job, in_flight, -1);
   if (ok) {
     intake_dedup_commit(p->dedup, &e->probe, now);
     job->outcomes[e->index] = INTAKE_OUTCOME_ACCEPTED;
-    p->c.delivered++;
+    COUNT(p, job, delivered, 1);
+    observe_latency(p, uv_now(p->loop) - job->received_ms);
   } else {
     /* Not remembered: the gateway's retransmit must be produced. */
     intake_dedup_abort(p->dedup, &e->probe);
     job->failed = 1;
-    p->c.failed++;
+    COUNT(p, job, failed, 1);
   }
   for (pend_t *w = e->waiters, *next; w; w = next) {
     next = w->next_waiter;
@@ -180,9 +236,14 @@ static void resolve_owner(intake_pipeline_t *p, pend_t *e) {
   job_release(p, job); /* last: it may complete the job */
 }
 
-static void on_delivery(void *ctx, void *opaque, int err) {
+static void on_delivery(void *ctx, void *opaque, void *topic_user, int err) {
   intake_pipeline_t *p = ctx;
   pend_t *e = opaque;
+  intake_topic_stats_t *ts = topic_user;
+  if (err)
+    ts->failed++;
+  else
+    ts->delivered++;
   p->c.records_in_flight--;
   if (err) {
     e->failed = 1;
@@ -243,7 +304,7 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
   pend_t *e = &job->pends[i];
   job->outcomes[i] = INTAKE_OUTCOME_REJECTED;
   add_rejection(job, i, reason, detail);
-  p->c.rejected++;
+  COUNT(p, job, rejected, 1);
   p->c.rejected_by_reason[reason]++;
   const char *rname = intake_reject_name(reason);
   intake_sink_header_t h[] = {
@@ -270,6 +331,7 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
     return;
   }
   p->c.records_in_flight++;
+  p->topic_stats[p->n_topic_stats - 1].produced++;
   job->pending++;
 }
 
@@ -282,7 +344,7 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
   hex128(dedup_key, e->probe.key_hi, e->probe.key_lo);
   e->kind = PEND_OWNER;
   e->records_left = 0;
-  p->c.in_flight++;
+  COUNT(p, job, in_flight, 1);
   job->pending++;
   for (size_t t = 0; t < n; t++) {
     const char *route = intake_router_rule_name(p->router, targets[t].rule);
@@ -311,6 +373,8 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
     }
     e->records_left++;
     p->c.records_in_flight++;
+    p->topic_stats[targets[t].topic].produced++;
+    p->route_stats[targets[t].rule].records++;
   }
   if (e->records_left == 0)
     resolve_owner(p, e);
@@ -337,6 +401,13 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   }
   job->pipeline = p;
   job->owner = owner;
+  job->received_ms = uv_now(p->loop);
+  job->gw = gateway_stats(p, gateway_id);
+  if (!job->gw) {
+    free(job);
+    *detail = "out of memory";
+    return -ENOMEM;
+  }
   job->seq = b.seq;
   job->n_events = n;
   job->pending = 1;
@@ -367,7 +438,7 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
     e->job = job;
     e->index = i;
     p->parsed[i] = 0;
-    p->c.received++;
+    COUNT(p, job, received, 1);
     if (intake_event_parse(raw, raw_len, ev) < 0) {
       reject(p, job, i, raw, raw_len, NULL, INTAKE_REJECT_MALFORMED,
              "not a decodable intake.v1.Event", gateway_id, received);
@@ -393,21 +464,21 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
     switch (intake_dedup_check(p->dedup, &e->probe, (uint64_t)now, &first)) {
     case INTAKE_DEDUP_DUPLICATE:
       job->outcomes[i] = INTAKE_OUTCOME_DUPLICATE;
-      p->c.duplicate++;
+      COUNT(p, job, duplicate, 1);
       break;
     case INTAKE_DEDUP_IN_FLIGHT: {
       pend_t *o = first;
       e->kind = PEND_FOLLOWER;
       e->next_waiter = o->waiters;
       o->waiters = e;
-      p->c.in_flight++;
+      COUNT(p, job, in_flight, 1);
       job->pending++;
       break;
     }
     case INTAKE_DEDUP_NEW:
       if (intake_dedup_begin(p->dedup, &e->probe, e) < 0) {
         job->failed = 1;
-        p->c.failed++;
+        COUNT(p, job, failed, 1);
         break;
       }
       produce_event(p, job, i, &p->events[i], gateway_id, received);
@@ -428,6 +499,21 @@ int intake_pipeline_is_embedded(const intake_pipeline_t *p) { return intake_sink
 uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p) {
   return intake_sink_queue_depth(p->sink);
 }
+
+size_t intake_pipeline_gateway_stats(const intake_pipeline_t *p, intake_gateway_stats_t *const **out) {
+  *out = p->gateways;
+  return p->n_gateways;
+}
+size_t intake_pipeline_topic_stats(const intake_pipeline_t *p, const intake_topic_stats_t **out) {
+  *out = p->topic_stats;
+  return p->n_topic_stats;
+}
+size_t intake_pipeline_route_stats(const intake_pipeline_t *p, const intake_route_stats_t **out) {
+  *out = p->route_stats;
+  return p->n_route_stats;
+}
+const intake_latency_t *intake_pipeline_latency(const intake_pipeline_t *p) { return &p->latency; }
+int intake_pipeline_kafka_ready(const intake_pipeline_t *p) { return intake_sink_ready(p->sink); }
 
 void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out) {
   intake_dedup_stats(p->dedup, out);
@@ -459,6 +545,15 @@ static void on_sweep(uv_timer_t *t) {
   intake_pipeline_t *p = t->data;
   /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick. */
   intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
+}
+
+static void free_stats(intake_pipeline_t *p) {
+  for (size_t i = 0; i < p->n_gateways; i++)
+    free(p->gateways[i]);
+  free(p->gateways);
+  free(p->gateway_index);
+  free(p->topic_stats);
+  free(p->route_stats);
 }
 
 intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t *cfg,
@@ -502,12 +597,23 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   if (!p->sink)
     goto fail;
   p->topics = calloc(nt, sizeof *p->topics);
-  if (!p->topics)
+  p->n_topic_stats = nt + 1;
+  p->topic_stats = calloc(nt + 1, sizeof *p->topic_stats);
+  p->n_route_stats = intake_router_n_rules(p->router);
+  p->route_stats = calloc(p->n_route_stats, sizeof *p->route_stats);
+  p->gateways = calloc(INTAKE_MAX_GATEWAY_STATS + 1, sizeof *p->gateways);
+  p->gateway_index = calloc(GATEWAY_INDEX_SLOTS, sizeof *p->gateway_index);
+  if (!p->topics || !p->topic_stats || !p->route_stats || !p->gateways || !p->gateway_index)
     goto oom;
-  for (size_t i = 0; i < nt; i++)
-    if (!(p->topics[i] = intake_sink_topic(p->sink, intake_router_topic_name(p->router, i))))
+  for (size_t i = 0; i < p->n_route_stats; i++)
+    p->route_stats[i].name = intake_router_rule_name(p->router, i);
+  for (size_t i = 0; i < nt; i++) {
+    p->topic_stats[i].name = intake_router_topic_name(p->router, i);
+    if (!(p->topics[i] = intake_sink_topic(p->sink, p->topic_stats[i].name, &p->topic_stats[i])))
       goto oom;
-  if (!(p->dead_letter = intake_sink_topic(p->sink, cfg->dead_letter_topic)))
+  }
+  p->topic_stats[nt].name = cfg->dead_letter_topic;
+  if (!(p->dead_letter = intake_sink_topic(p->sink, cfg->dead_letter_topic, &p->topic_stats[nt])))
     goto oom;
   /* Leave room for one whole batch fanned out to every route above the high-water mark. */
   uint64_t max = intake_sink_max_in_flight(p->sink);
@@ -532,6 +638,7 @@ fail:
     intake_router_destroy(p->router);
     intake_dedup_destroy(p->dedup);
     intake_decoder_destroy(p->decoder);
+    free_stats(p);
     free(p->topics);
     free(p->events);
     free(p->parsed);
@@ -561,6 +668,7 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
   intake_router_destroy(p->router);
   intake_dedup_destroy(p->dedup);
   intake_decoder_destroy(p->decoder);
+  free_stats(p);
   free(p->topics);
   free(p->events);
   free(p->parsed);

@@ -59,6 +59,42 @@ typedef struct {
   uint64_t rejected_by_reason[INTAKE_REJECT_COUNT];
 } intake_counters_t;
 
+/* The event counters of one gateway; they reconcile like the totals. */
+typedef struct {
+  uint64_t received, delivered, duplicate, rejected, failed, in_flight;
+} intake_event_counts_t;
+
+#define INTAKE_MAX_GATEWAY_STATS 4096 /* distinct gateway ids counted; later ones count as "_other" */
+
+typedef struct {
+  char id[65];
+  intake_event_counts_t c;
+} intake_gateway_stats_t;
+
+/* Records per topic (rule topics, the default topic, and last the dead-letter topic);
+ * in flight = produced - delivered - failed. */
+typedef struct {
+  const char *name;
+  uint64_t produced, delivered, failed;
+} intake_topic_stats_t;
+
+/* Records each rule sent to its topics ("default" last). */
+typedef struct {
+  const char *name;
+  uint64_t records;
+} intake_route_stats_t;
+
+/* Delivery latency of accepted events, from the batch's arrival to Kafka's confirmation of the
+ * event's last record, in loop-clock milliseconds. counts[i] holds events with latency <=
+ * intake_latency_bounds_ms[i] (and above the previous bound); the last bound is +Inf. */
+#define INTAKE_LATENCY_BUCKETS 14
+extern const double intake_latency_bounds_ms[INTAKE_LATENCY_BUCKETS];
+typedef struct {
+  uint64_t counts[INTAKE_LATENCY_BUCKETS];
+  uint64_t count;
+  uint64_t sum_ms;
+} intake_latency_t;
+
 /* Called when a job completes. `owner` is what submit got; the result lives until the callback
  * returns. Not called for jobs that were detached. */
 typedef void (*intake_job_done_cb)(void *owner, intake_job_t *job, const intake_batch_result_t *r);
@@ -97,6 +133,13 @@ const intake_counters_t *intake_pipeline_counters(const intake_pipeline_t *p);
 const char *intake_pipeline_bootstrap(const intake_pipeline_t *p);
 int intake_pipeline_is_embedded(const intake_pipeline_t *p);
 uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p);
+
+size_t intake_pipeline_gateway_stats(const intake_pipeline_t *p, intake_gateway_stats_t *const **out);
+size_t intake_pipeline_topic_stats(const intake_pipeline_t *p, const intake_topic_stats_t **out);
+size_t intake_pipeline_route_stats(const intake_pipeline_t *p, const intake_route_stats_t **out);
+const intake_latency_t *intake_pipeline_latency(const intake_pipeline_t *p);
+/* Whether Kafka is reachable (see intake_sink_ready()). */
+int intake_pipeline_kafka_ready(const intake_pipeline_t *p);
 
 void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out);
 

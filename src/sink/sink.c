@@ -11,10 +11,16 @@
 
 #include "core/log.h"
 
-typedef struct {
+struct intake_sink_topic {
   char *name;
-  rd_kafka_topic_t *rkt;
-} topic_entry_t;
+  rd_kafka_topic_t *rkt;      /* NULL for the counting sink */
+  void *user;
+};
+
+typedef struct {
+  void *opaque;
+  intake_sink_topic_t *topic;
+} unconfirmed_t;
 
 struct intake_sink {
   rd_kafka_t *rk;
@@ -29,19 +35,34 @@ struct intake_sink {
   int embedded;
   uint32_t embedded_partitions;
   uint64_t max_in_flight;
-  topic_entry_t *topics;
+  intake_sink_topic_t **topics;
   size_t n_topics, cap_topics;
+  int brokers_up;             /* from the last statistics: brokers in state UP */
   /* INTAKE_KAFKA_COUNTING: records "sent" and not yet confirmed, confirmed from `idle`. */
   int counting;
   uv_idle_t idle;
-  void **unconfirmed;
+  unconfirmed_t *unconfirmed;
   size_t n_unconfirmed, cap_unconfirmed;
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   intake_sink_t *s = opaque;
+  intake_sink_topic_t *t = rd_kafka_topic_opaque(m->rkt);
   (void)rk;
-  s->cb(s->ctx, m->_private, (int)m->err);
+  s->cb(s->ctx, m->_private, t ? t->user : NULL, (int)m->err);
+}
+
+/* librdkafka's statistics JSON lists every broker with its "state"; counting the UP ones is
+ * all readiness needs, so a substring count does instead of a JSON parser. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  intake_sink_t *s = opaque;
+  (void)rk;
+  (void)len;
+  int up = 0;
+  for (const char *p = json; (p = strstr(p, "\"state\":\"UP\"")) != NULL; p++)
+    up++;
+  s->brokers_up = up;
+  return 0; /* librdkafka frees json */
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -78,14 +99,14 @@ static void on_timer(uv_timer_t *t) { serve(t->data); }
 
 static void on_counting_idle(uv_idle_t *h) {
   intake_sink_t *s = h->data;
-  void **list = s->unconfirmed;
+  unconfirmed_t *list = s->unconfirmed;
   size_t n = s->n_unconfirmed;
   /* Swap in a fresh array: callbacks may produce again. */
   s->unconfirmed = NULL;
   s->n_unconfirmed = s->cap_unconfirmed = 0;
   uv_idle_stop(&s->idle);
   for (size_t i = 0; i < n; i++)
-    s->cb(s->ctx, list[i], 0);
+    s->cb(s->ctx, list[i].opaque, list[i].topic->user, 0);
   if (!s->unconfirmed) {
     s->unconfirmed = list;
     s->cap_unconfirmed = n;
@@ -137,7 +158,9 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
       set(conf, "compression.codec", "zstd", err, errlen) ||
       set(conf, "message.timeout.ms", num, err, errlen) ||
       /* librdkafka's default; room for the pipeline's own in-flight bound below. */
-      set(conf, "queue.buffering.max.messages", "1000000", err, errlen))
+      set(conf, "queue.buffering.max.messages", "1000000", err, errlen) ||
+      /* Statistics feed readiness (intake_sink_ready); they are cheap at 1 s. */
+      set(conf, "statistics.interval.ms", "1000", err, errlen))
     goto fail;
   if (s->embedded) {
     if (set(conf, "test.mock.num.brokers", "1", err, errlen))
@@ -164,6 +187,7 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
   rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
   rd_kafka_conf_set_error_cb(conf, on_error);
   rd_kafka_conf_set_log_cb(conf, on_log);
+  rd_kafka_conf_set_stats_cb(conf, on_stats);
 
   char e[512];
   s->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
@@ -226,31 +250,52 @@ void intake_sink_ensure_topic(intake_sink_t *s, const char *name) {
   rd_kafka_mock_topic_create(mc, name, (int)s->embedded_partitions, 1);
 }
 
-intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name) {
+intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name, void *user) {
   for (size_t i = 0; i < s->n_topics; i++)
-    if (!strcmp(s->topics[i].name, name))
-      return s->topics[i].rkt;
+    if (!strcmp(s->topics[i]->name, name))
+      return s->topics[i];
   if (s->n_topics == s->cap_topics) {
     size_t cap = s->cap_topics ? s->cap_topics * 2 : 8;
-    topic_entry_t *t = realloc(s->topics, cap * sizeof *t);
+    intake_sink_topic_t **t = realloc(s->topics, cap * sizeof *t);
     if (!t)
       return NULL;
     s->topics = t;
     s->cap_topics = cap;
   }
-  /* The counting sink has no librdkafka handle: any non-NULL token serves as the topic. */
-  rd_kafka_topic_t *rkt = s->counting ? (rd_kafka_topic_t *)s : rd_kafka_topic_new(s->rk, name, NULL);
-  char *copy = strdup(name);
-  if (!rkt || !copy) {
-    if (rkt)
-      rd_kafka_topic_destroy(rkt);
-    free(copy);
+  intake_sink_topic_t *t = calloc(1, sizeof *t);
+  if (!t || !(t->name = strdup(name))) {
+    free(t);
     return NULL;
   }
-  s->topics[s->n_topics].name = copy;
-  s->topics[s->n_topics].rkt = rkt;
-  s->n_topics++;
-  return rkt;
+  t->user = user;
+  if (!s->counting) {
+    /* A copy of the default topic conf, so topic-level settings given on the global conf
+     * (message.timeout.ms, kafka.properties) still apply; a fresh conf would drop them. */
+    rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(s->rk);
+    rd_kafka_topic_conf_set_opaque(tc, t);
+    t->rkt = rd_kafka_topic_new(s->rk, name, tc); /* takes tc */
+    if (!t->rkt) {
+      free(t->name);
+      free(t);
+      return NULL;
+    }
+  }
+  s->topics[s->n_topics++] = t;
+  return t;
+}
+
+int intake_sink_ready(const intake_sink_t *s) {
+  return s->counting || s->embedded || s->brokers_up > 0;
+}
+
+static void free_topics(intake_sink_t *s) {
+  for (size_t i = 0; i < s->n_topics; i++) {
+    if (s->topics[i]->rkt)
+      rd_kafka_topic_destroy(s->topics[i]->rkt);
+    free(s->topics[i]->name);
+    free(s->topics[i]);
+  }
+  free(s->topics);
 }
 
 int intake_sink_produce(intake_sink_t *s, intake_sink_topic_t *topic, const void *key,
@@ -259,20 +304,20 @@ int intake_sink_produce(intake_sink_t *s, intake_sink_topic_t *topic, const void
   if (s->counting) {
     if (s->n_unconfirmed == s->cap_unconfirmed) {
       size_t cap = s->cap_unconfirmed ? s->cap_unconfirmed * 2 : 4096;
-      void **u = realloc(s->unconfirmed, cap * sizeof *u);
+      unconfirmed_t *u = realloc(s->unconfirmed, cap * sizeof *u);
       if (!u)
         return -RD_KAFKA_RESP_ERR__QUEUE_FULL;
       s->unconfirmed = u;
       s->cap_unconfirmed = cap;
     }
-    (void)topic;
     (void)key;
     (void)key_len;
     (void)value;
     (void)value_len;
     (void)headers;
     (void)n_headers;
-    s->unconfirmed[s->n_unconfirmed++] = opaque;
+    s->unconfirmed[s->n_unconfirmed].opaque = opaque;
+    s->unconfirmed[s->n_unconfirmed++].topic = topic;
     uv_idle_start(&s->idle, on_counting_idle);
     return 0;
   }
@@ -280,7 +325,7 @@ int intake_sink_produce(intake_sink_t *s, intake_sink_topic_t *topic, const void
   for (size_t i = 0; i < n_headers; i++)
     rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
   rd_kafka_resp_err_t e = rd_kafka_producev(
-      s->rk, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_KEY(key, key_len),
+      s->rk, RD_KAFKA_V_RKT(topic->rkt), RD_KAFKA_V_KEY(key, key_len),
       RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
   if (e) {
@@ -309,11 +354,10 @@ void intake_sink_destroy(intake_sink_t *s) {
     return;
   if (s->counting) {
     for (size_t i = 0; i < s->n_unconfirmed; i++)
-      s->cb(s->ctx, s->unconfirmed[i], RD_KAFKA_RESP_ERR__PURGE_QUEUE);
+      s->cb(s->ctx, s->unconfirmed[i].opaque, s->unconfirmed[i].topic->user,
+            RD_KAFKA_RESP_ERR__PURGE_QUEUE);
     free(s->unconfirmed);
-    for (size_t i = 0; i < s->n_topics; i++)
-      free(s->topics[i].name);
-    free(s->topics);
+    free_topics(s);
     free(s->bootstrap);
     free(s);
     return;
@@ -321,11 +365,7 @@ void intake_sink_destroy(intake_sink_t *s) {
   /* Purge what is still queued so its delivery reports (failed) fire now, then serve them. */
   rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(s->rk, 0);
-  for (size_t i = 0; i < s->n_topics; i++) {
-    rd_kafka_topic_destroy(s->topics[i].rkt);
-    free(s->topics[i].name);
-  }
-  free(s->topics);
+  free_topics(s);
   if (s->mainq)
     rd_kafka_queue_destroy(s->mainq);
   rd_kafka_destroy(s->rk);

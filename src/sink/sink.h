@@ -16,12 +16,12 @@
 #include "config/config.h"
 
 typedef struct intake_sink intake_sink_t;
-typedef struct rd_kafka_topic_s intake_sink_topic_t;
+typedef struct intake_sink_topic intake_sink_topic_t;
 
 /* Called on the loop thread once per produced record: `err` is 0 (rd_kafka_resp_err_t
  * RD_KAFKA_RESP_ERR_NO_ERROR) when Kafka confirmed it, else the librdkafka error code;
- * `opaque` is what intake_sink_produce() got. */
-typedef void (*intake_sink_delivery_cb)(void *ctx, void *opaque, int err);
+ * `opaque` is what intake_sink_produce() got, `topic_user` what intake_sink_topic() got. */
+typedef void (*intake_sink_delivery_cb)(void *ctx, void *opaque, void *topic_user, int err);
 
 /* A record header. */
 typedef struct {
@@ -44,8 +44,13 @@ int intake_sink_is_embedded(const intake_sink_t *s);
  * queue.buffering.max.messages, so a produce never meets a full queue in normal operation. */
 uint64_t intake_sink_max_in_flight(const intake_sink_t *s);
 
-/* Returns the topic handle for `name`, created on first use and kept for the sink's life. */
-intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name);
+/* Returns the topic handle for `name`, created on first use (with `user`, handed to the delivery
+ * callback of its records) and kept for the sink's life. NULL on out of memory. */
+intake_sink_topic_t *intake_sink_topic(intake_sink_t *s, const char *name, void *user);
+
+/* Whether a broker is reachable: in brokers mode, true while librdkafka's statistics (every
+ * second) show at least one broker UP; always true for the embedded and counting modes. */
+int intake_sink_ready(const intake_sink_t *s);
 
 /* Embedded mode: creates `name` on the mock cluster (no-op with real brokers). */
 void intake_sink_ensure_topic(intake_sink_t *s, const char *name);
