@@ -165,6 +165,7 @@ typedef enum {
   T_DURATION,   /* stored in ms */
   T_BYTES,
   T_ENUM,       /* stored as the index into `names` */
+  T_BOOL,       /* true | false, stored as bool */
   T_RULES,      /* routes.rules */
   T_PROPERTIES, /* kafka.properties */
 } key_type_t;
@@ -191,12 +192,17 @@ typedef struct {
 #define DURATION(n, f, d, lo, hi, fl) {n, T_DURATION, FIELD(f), d, lo, hi, NULL, NULL, NULL, fl}
 #define BYTES(n, f, d, lo, hi) {n, T_BYTES, FIELD(f), d, lo, hi, NULL, NULL, NULL, 0}
 #define ENUM(n, f, d, names) {n, T_ENUM, FIELD(f), d, 0, 0, NULL, names, NULL, 0}
+#define BOOL(n, f, d) {n, T_BOOL, FIELD(f), d, 0, 1, NULL, NULL, NULL, 0}
 
 static const char *const kafka_modes[] = {"embedded", "brokers", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const encodings[] = {"protobuf", "json", NULL};
 
-_Static_assert(sizeof(intake_kafka_mode_t) == 4 && sizeof(intake_log_level_t) == 4,
+_Static_assert(sizeof(intake_kafka_mode_t) == 4 && sizeof(intake_log_level_t) == 4 &&
+                   sizeof(intake_log_format_t) == 4,
                "enum fields are written as 4-byte numbers");
+_Static_assert(sizeof(bool) == 1, "bool fields are written as 1-byte numbers");
 
 /* Every key, its default and its bounds. conf/intaked.yaml documents the same table. */
 static const key_def_t keys[] = {
@@ -236,13 +242,18 @@ static const key_def_t keys[] = {
     {"kafka.properties", T_PROPERTIES, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0},
 
     ENUM("log.level", log_level, INTAKE_LOG_INFO, log_levels),
+    ENUM("log.format", log_format, INTAKE_LOG_FORMAT_LOGFMT, log_formats),
     DURATION("log.stats_interval", stats_interval_ms, 10 * SEC, 1 * SEC, 1 * DAY, KF_ZERO_OFF),
+
+    BOOL("admin.enabled", admin_enabled, 1),
+    STR("admin.address", admin_address, "127.0.0.1", check_ip),
+    UINT("admin.port", admin_port, 9400, 0, 65535),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
-static const char *const sections[] = {"listen", "gateway", "validate", "dedup",
-                                       "routes", "kafka",   "log",      NULL};
+static const char *const sections[] = {"listen", "gateway", "validate", "dedup", "routes",
+                                       "kafka",  "log",     "admin",    NULL};
 
 /* librdkafka properties that intaked sets itself from its own keys or needs for its guarantees. */
 static const struct {
@@ -418,7 +429,10 @@ static yaml_node_t *pair_key(loader_t *ld, yaml_node_t *map, yaml_node_pair_t *p
 
 static void set_number(intake_config_t *cfg, const key_def_t *k, uint64_t v) {
   char *p = (char *)cfg + k->offset;
-  if (k->size == 2) {
+  if (k->size == 1) {
+    bool x = v != 0;
+    memcpy(p, &x, 1);
+  } else if (k->size == 2) {
     uint16_t x = (uint16_t)v;
     memcpy(p, &x, 2);
   } else if (k->size == 4) {
@@ -474,6 +488,26 @@ static void load_number(loader_t *ld, const key_def_t *k, const yaml_node_t *n) 
     return;
   }
   set_number(ld->cfg, k, v);
+}
+
+/* YAML 1.2 core schema booleans; "yes"/"on" (YAML 1.1) are refused as ambiguous. */
+static int parse_bool(const char *s, bool *out) {
+  if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+    *out = true;
+  else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+    *out = false;
+  else
+    return -1;
+  return 0;
+}
+
+static void load_bool(loader_t *ld, const key_def_t *k, const yaml_node_t *n) {
+  bool b;
+  if (parse_bool(text(n), &b) < 0) {
+    fail(ld, line_of(n), k->name, "expected true or false (got \"%s\")", text(n));
+    return;
+  }
+  set_number(ld->cfg, k, b);
 }
 
 static void load_enum(loader_t *ld, const key_def_t *k, const yaml_node_t *n) {
@@ -779,14 +813,18 @@ static void load_rule(loader_t *ld, yaml_node_t *n, size_t index) {
     } else if (strcmp(key, "stop") == 0) {
       if (!want_scalar(ld, v, full))
         continue;
-      if (strcmp(text(v), "true") == 0 || strcmp(text(v), "True") == 0 ||
-          strcmp(text(v), "TRUE") == 0)
-        r->stop = true;
-      else if (strcmp(text(v), "false") == 0 || strcmp(text(v), "False") == 0 ||
-               strcmp(text(v), "FALSE") == 0)
-        r->stop = false;
-      else
+      if (parse_bool(text(v), &r->stop) < 0)
         fail(ld, line_of(v), full, "expected true or false (got \"%s\")", text(v));
+    } else if (strcmp(key, "encoding") == 0) {
+      if (!want_scalar(ld, v, full))
+        continue;
+      size_t e = 0;
+      while (encodings[e] != NULL && strcmp(text(v), encodings[e]) != 0)
+        e++;
+      if (encodings[e] == NULL)
+        fail(ld, line_of(v), full, "must be one of protobuf|json (got \"%s\")", text(v));
+      else
+        r->encoding = (intake_encoding_t)e;
     } else {
       fail(ld, line_of(k), full, "unknown key");
     }
@@ -844,6 +882,9 @@ static void load_key(loader_t *ld, size_t ki, yaml_node_t *v) {
     break;
   case T_ENUM:
     load_enum(ld, k, v);
+    break;
+  case T_BOOL:
+    load_bool(ld, k, v);
     break;
   default:
     break;
@@ -984,6 +1025,7 @@ int intake_config_defaults(intake_config_t *cfg) {
     case T_DURATION:
     case T_BYTES:
     case T_ENUM:
+    case T_BOOL:
       set_number(cfg, k, k->def);
       break;
     default:

@@ -14,6 +14,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Record value encoding of a route (routes.rules[].encoding). */
+typedef enum {
+  INTAKE_ENCODING_PROTOBUF = 0, /* the intake.v1.Event bytes exactly as the gateway sent them */
+  INTAKE_ENCODING_JSON = 1      /* the event rendered by intake_event_to_json() (encode/json.h) */
+} intake_encoding_t;
+
 typedef struct {
   char *key;                   /* attribute name */
   char *value;                 /* required value; NULL = the key must merely be present */
@@ -35,6 +41,8 @@ typedef struct {
   intake_attr_match_t *attributes; /* match.attributes: all must match, file order; empty = any */
   size_t n_attributes;
   bool stop;                   /* routes.rules[].stop: when matched, later rules are skipped */
+  intake_encoding_t encoding;  /* routes.rules[].encoding: the record value on this rule's
+                                  topics, default protobuf */
 } intake_route_rule_t;
 
 typedef struct {
@@ -57,6 +65,11 @@ typedef enum {
   INTAKE_LOG_WARN = 2,
   INTAKE_LOG_ERROR = 3
 } intake_log_level_t;
+
+typedef enum {
+  INTAKE_LOG_FORMAT_LOGFMT = 0,
+  INTAKE_LOG_FORMAT_JSON = 1
+} intake_log_format_t;
 
 typedef struct intake_config {
   char *path;                       /* file it was loaded from (the name given to
@@ -122,7 +135,14 @@ typedef struct intake_config {
 
   /* log: */
   intake_log_level_t log_level;     /* log.level: debug|info|warn|error, default info */
+  intake_log_format_t log_format;   /* log.format: logfmt|json, default logfmt */
   uint64_t stats_interval_ms;       /* log.stats_interval, default 10s, 0 = off, else 1s..1d */
+
+  /* admin: */
+  bool admin_enabled;               /* admin.enabled, default true */
+  char *admin_address;              /* admin.address, default "127.0.0.1"; an IPv4 or IPv6
+                                       literal, like listen.address */
+  uint16_t admin_port;              /* admin.port, default 9400; 0 = pick a free port */
 } intake_config_t;
 
 /* Fills *cfg with every default. Returns 0 or -ENOMEM. Release with intake_config_dispose(). */

@@ -67,8 +67,13 @@ static void test_defaults(void **state) {
   assert_int_equal(c.n_kafka_properties, 0);
   assert_int_equal(c.log_level, INTAKE_LOG_INFO);
   assert_int_equal(c.stats_interval_ms, 10000);
+  assert_int_equal(c.log_format, INTAKE_LOG_FORMAT_LOGFMT);
+  assert_true(c.admin_enabled);
+  assert_string_equal(c.admin_address, "127.0.0.1");
+  assert_int_equal(c.admin_port, 9400);
   intake_config_dispose(&c);
   assert_null(c.listen_address);
+  assert_null(c.admin_address);
   intake_config_dispose(&c); /* twice is harmless */
 }
 
@@ -118,6 +123,10 @@ static void test_shipped_config(void **state) {
   assert_int_equal(c.max_event_age_ms, d.max_event_age_ms);
   assert_int_equal(c.max_decompressed_bytes, d.max_decompressed_bytes);
   assert_int_equal(c.dedup_window_ms, d.dedup_window_ms);
+  assert_int_equal(c.log_format, d.log_format);
+  assert_int_equal(c.admin_enabled, d.admin_enabled);
+  assert_string_equal(c.admin_address, d.admin_address);
+  assert_int_equal(c.admin_port, d.admin_port);
   assert_int_equal(c.dedup_memory_bytes, d.dedup_memory_bytes);
   assert_int_equal(c.dedup_seq_memory_bytes, d.dedup_seq_memory_bytes);
   assert_int_equal(c.embedded_partitions, d.embedded_partitions);
@@ -592,8 +601,42 @@ static void test_parse_bytes(void **state) {
   assert_true(v == UINT64_MAX);
 }
 
+/* log.format, admin.*, routes.rules[].encoding. */
+static void test_ops_keys(void **state) {
+  intake_config_t c;
+  assert_int_equal(load(&c, "log:\n  format: json\nadmin:\n  enabled: false\n"
+                            "  address: \"::1\"\n  port: 0\nroutes:\n  rules:\n"
+                            "    - {name: a, topics: t1, encoding: json}\n"
+                            "    - {name: b, topics: t2, encoding: protobuf}\n"
+                            "    - {name: c, topics: t3}\n"),
+                   0);
+  assert_int_equal(c.log_format, INTAKE_LOG_FORMAT_JSON);
+  assert_false(c.admin_enabled);
+  assert_string_equal(c.admin_address, "::1");
+  assert_int_equal(c.admin_port, 0);
+  assert_int_equal(c.rules[0].encoding, INTAKE_ENCODING_JSON);
+  assert_int_equal(c.rules[1].encoding, INTAKE_ENCODING_PROTOBUF);
+  assert_int_equal(c.rules[2].encoding, INTAKE_ENCODING_PROTOBUF);
+  intake_config_dispose(&c);
+  assert_int_equal(load(&c, "admin:\n  enabled: TRUE\n"), 0);
+  assert_true(c.admin_enabled);
+  intake_config_dispose(&c);
+  expect_error("log:\n  format: text\n",
+               "x.yaml:2: log.format: must be one of logfmt|json (got \"text\")");
+  expect_error("admin:\n  enabled: yes\n",
+               "x.yaml:2: admin.enabled: expected true or false (got \"yes\")");
+  expect_error("admin:\n  port: 70000\n",
+               "x.yaml:2: admin.port: must be between 0 and 65535 (got 70000)");
+  expect_error("admin:\n  address: localhost\n",
+               "x.yaml:2: admin.address: expected an IPv4 or IPv6 address (got \"localhost\")");
+  expect_error("admin:\n  listen: 1\n", "x.yaml:2: admin.listen: unknown key");
+  expect_error("routes:\n  rules:\n    - name: a\n      topics: t\n      encoding: avro\n",
+               "x.yaml:5: routes.rules[0].encoding: must be one of protobuf|json (got \"avro\")");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ops_keys),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_empty_is_defaults),
       cmocka_unit_test(test_shipped_config),
