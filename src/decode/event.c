@@ -137,6 +137,14 @@ int intake_event_parse(const uint8_t *buf, size_t len, intake_event_t *ev) {
         ev->_attrs = tag;
       ev->_attrs_end = c.p;
       ev->n_attributes++;
+      /* Summarized here, while the entry is in cache, so that validation can skip walking the
+       * attributes again in the common case (all short ASCII). */
+      if (k.len > ev->attr_max_len)
+        ev->attr_max_len = k.len;
+      if (val.len > ev->attr_max_len)
+        ev->attr_max_len = val.len;
+      if (!intake_ascii(k.ptr, k.len) || !intake_ascii(val.ptr, val.len))
+        ev->attr_non_ascii = true;
       break;
     }
     case 10:

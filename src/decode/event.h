@@ -42,11 +42,28 @@ typedef struct intake_event {
   double lon, lat;          /* field 8.1, 8.2 */
   intake_str_t region;      /* field 8.3 */
   uint32_t n_attributes;    /* field 9 entries */
+  uint32_t attr_max_len;    /* longest attribute key or value */
+  bool attr_non_ascii;      /* some attribute key or value has a byte >= 0x80 */
   intake_str_t payload;     /* field 10 */
   bool clear;               /* field 11 */
   const uint8_t *_attrs;    /* from the first field-9 entry to the end of the last one: */
   const uint8_t *_attrs_end; /* attribute walks scan only this range */
 } intake_event_t;
+
+/* True when s[0..len) is plain ASCII (no byte >= 0x80): the common case that needs no UTF-8
+ * decoding. Reads 8 bytes at a time, never past the end. */
+static inline bool intake_ascii(const char *s, size_t len) {
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    __builtin_memcpy(&w, s + i, 8);
+    acc |= w;
+  }
+  for (; i < len; i++)
+    acc |= (uint8_t)s[i];
+  return (acc & 0x8080808080808080ull) == 0;
+}
 
 /* Finds attribute `key` (field 9 map entry) in `ev`. Returns true and sets *value when present
  * (the last entry wins, as in protobuf map semantics). `ev` must have been filled by

@@ -83,7 +83,7 @@ static intake_reject_t check_text(const char *name, intake_str_t s, uint32_t max
                                   size_t len) {
   if (s.len > max)
     FAIL(INTAKE_REJECT_FIELD_TOO_LONG, "%s: %u bytes, max %u", name, s.len, max);
-  if (!intake_utf8_valid(s.ptr, s.len))
+  if (!intake_ascii(s.ptr, s.len) && !intake_utf8_valid(s.ptr, s.len))
     FAIL(INTAKE_REJECT_BAD_UTF8, "%s: not valid UTF-8", name);
   return INTAKE_REJECT_NONE;
 }
@@ -129,7 +129,7 @@ intake_reject_t intake_validate(const intake_event_t *ev, const intake_config_t 
   if (ev->n_attributes > cfg->max_attributes)
     FAIL(INTAKE_REJECT_TOO_MANY_ATTRIBUTES, "attributes: %u entries, max %u", ev->n_attributes,
          cfg->max_attributes);
-  if (ev->n_attributes) {
+  if (ev->attr_max_len > cfg->max_attribute_bytes || ev->attr_non_ascii) {
     intake_attr_iter_t it;
     intake_str_t k, v;
     intake_event_attributes(ev, &it);

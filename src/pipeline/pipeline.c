@@ -1,6 +1,7 @@
 #include "pipeline/pipeline.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,11 +274,19 @@ static void on_delivery(void *ctx, void *opaque, void *topic_user, int err) {
   maybe_resume(p);
 }
 
+/* 32 hex digits of the 128-bit key, a byte at a time from a table (a digit at a time cost
+ * ~200 instructions per event, more than the rest of record construction). */
 static void hex128(char out[33], uint64_t hi, uint64_t lo) {
   static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 16; i++) {
-    out[i] = digits[(hi >> (60 - 4 * i)) & 15];
-    out[16 + i] = digits[(lo >> (60 - 4 * i)) & 15];
+  static char pairs[256][2];
+  if (!pairs[1][1])
+    for (int b = 0; b < 256; b++) {
+      pairs[b][0] = digits[b >> 4];
+      pairs[b][1] = digits[b & 15];
+    }
+  for (int i = 0; i < 8; i++) {
+    memcpy(out + 2 * i, pairs[(hi >> (56 - 8 * i)) & 0xff], 2);
+    memcpy(out + 16 + 2 * i, pairs[(lo >> (56 - 8 * i)) & 0xff], 2);
   }
   out[32] = '\0';
 }
@@ -298,9 +307,17 @@ static void add_rejection(intake_job_t *job, uint32_t index, intake_reject_t rea
   snprintf(r->detail, sizeof r->detail, "%s", detail);
 }
 
+/* What every record of one batch shares, computed once per batch. */
+typedef struct {
+  const char *gateway_id;
+  size_t gateway_id_len;
+  char received[24];          /* received_ms header value */
+  size_t received_len;
+} batch_ctx_t;
+
 static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const uint8_t *raw,
                    uint32_t raw_len, const intake_event_t *ev, intake_reject_t reason,
-                   const char *detail, const char *gateway_id, const char *received) {
+                   const char *detail, const batch_ctx_t *bc) {
   pend_t *e = &job->pends[i];
   job->outcomes[i] = INTAKE_OUTCOME_REJECTED;
   add_rejection(job, i, reason, detail);
@@ -308,8 +325,8 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
   p->c.rejected_by_reason[reason]++;
   const char *rname = intake_reject_name(reason);
   intake_sink_header_t h[] = {
-      {"gateway_id", gateway_id, strlen(gateway_id)},
-      {"received_ms", received, strlen(received)},
+      {"gateway_id", bc->gateway_id, bc->gateway_id_len},
+      {"received_ms", bc->received, bc->received_len},
       {"reject_reason", rname, strlen(rname)},
       {"reject_detail", detail, strlen(detail)},
       {"schema", "intake.v1.Event", 15},
@@ -336,7 +353,7 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
 }
 
 static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
-                          const intake_event_t *ev, const char *gateway_id, const char *received) {
+                          const intake_event_t *ev, const batch_ctx_t *bc) {
   pend_t *e = &job->pends[i];
   intake_route_target_t targets[INTAKE_ROUTE_MAX_TOPICS];
   size_t n = intake_router_route(p->router, ev, targets);
@@ -349,8 +366,8 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
   for (size_t t = 0; t < n; t++) {
     const char *route = intake_router_rule_name(p->router, targets[t].rule);
     intake_sink_header_t h[] = {
-        {"gateway_id", gateway_id, strlen(gateway_id)},
-        {"received_ms", received, strlen(received)},
+        {"gateway_id", bc->gateway_id, bc->gateway_id_len},
+        {"received_ms", bc->received, bc->received_len},
         {"route", route, strlen(route)},
         {"schema", "intake.v1.Event", 15},
         {"dedup_key", dedup_key, 32},
@@ -394,11 +411,13 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   const intake_config_t *cfg = p->cfg;
   int too_many = b.n_events > cfg->max_batch_events;
   uint32_t n = too_many ? 0 : b.n_events;
-  intake_job_t *job = calloc(1, sizeof *job + n * sizeof(pend_t) + n);
+  /* Not calloc: zeroing ~80 bytes per event showed in the profile; pass 1 sets every pend. */
+  intake_job_t *job = malloc(sizeof *job + n * sizeof(pend_t) + n);
   if (!job) {
     *detail = "out of memory";
     return -ENOMEM;
   }
+  memset(job, 0, sizeof *job);
   job->pipeline = p;
   job->owner = owner;
   job->received_ms = uv_now(p->loop);
@@ -424,29 +443,35 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   }
 
   int64_t now = wall_ms();
-  char received[24];
-  snprintf(received, sizeof received, "%lld", (long long)now);
+  batch_ctx_t bc = {.gateway_id = gateway_id, .gateway_id_len = strlen(gateway_id)};
+  bc.received_len = (size_t)snprintf(bc.received, sizeof bc.received, "%lld", (long long)now);
   char why[96];
 
   /* Pass 1: parse, validate and hash every event, prefetching its dedup buckets, so that the
    * table's cache misses overlap instead of being paid one after another in pass 2. */
   const uint8_t *raw;
   uint32_t raw_len;
-  for (uint32_t i = 0; intake_batch_next(&b, &raw, &raw_len) && i < n; i++) {
+  for (uint32_t i = 0; i < n; i++) {
+    if (!intake_batch_next(&b, &raw, &raw_len)) { /* never: open counted the same fields */
+      raw = (const uint8_t *)"";
+      raw_len = 0;
+    }
     intake_event_t *ev = &p->events[i];
     pend_t *e = &job->pends[i];
+    memset(e, 0, offsetof(pend_t, probe)); /* the probe is set below when needed */
     e->job = job;
     e->index = i;
+    job->outcomes[i] = INTAKE_OUTCOME_ACCEPTED;
     p->parsed[i] = 0;
     COUNT(p, job, received, 1);
     if (intake_event_parse(raw, raw_len, ev) < 0) {
       reject(p, job, i, raw, raw_len, NULL, INTAKE_REJECT_MALFORMED,
-             "not a decodable intake.v1.Event", gateway_id, received);
+             "not a decodable intake.v1.Event", &bc);
       continue;
     }
     intake_reject_t r = intake_validate(ev, cfg, now, why, sizeof why);
     if (r != INTAKE_REJECT_NONE) {
-      reject(p, job, i, raw, raw_len, ev, r, why, gateway_id, received);
+      reject(p, job, i, raw, raw_len, ev, r, why, &bc);
       continue;
     }
     intake_dedup_probe_init(&e->probe, ev->source_id.ptr, ev->source_id.len, ev->event_id.ptr,
@@ -481,7 +506,7 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
         COUNT(p, job, failed, 1);
         break;
       }
-      produce_event(p, job, i, &p->events[i], gateway_id, received);
+      produce_event(p, job, i, &p->events[i], &bc);
       break;
     }
   }
