@@ -47,6 +47,7 @@ struct intake_server {
   void (*stop_done)(void *);
   void *stop_arg;
   intake_server_stats_t stats;
+  intake_log_limit_t error_log; /* protocol errors and accept failures: 100 lines per 10 s */
 };
 
 static void conn_close(conn_t *c);
@@ -96,9 +97,14 @@ static void protocol_error(conn_t *c, Intake__V1__ErrorCode code, const char *de
   e.code = code;
   e.detail = (char *)detail;
   c->srv->stats.protocol_errors++;
-  LOG_WARN("protocol error", "peer=%s gateway=\"%s\" code=%s detail=\"%s\"", c->peer,
-           c->gateway_id, protobuf_c_enum_descriptor_get_value(&intake__v1__error_code__descriptor, code)->name,
-           detail);
+  /* A misbehaving gateway that reconnects in a loop would flood the log: the count is in
+   * /metrics (intake_protocol_errors_total) anyway. */
+  uint64_t held;
+  if (intake_log_allow(&c->srv->error_log, &held))
+    LOG_WARN("protocol error", "peer=%s gateway=\"%s\" code=%s detail=\"%s\" suppressed=%llu",
+             c->peer, c->gateway_id,
+             protobuf_c_enum_descriptor_get_value(&intake__v1__error_code__descriptor, code)->name,
+             detail, (unsigned long long)held);
   uv_read_stop((uv_stream_t *)&c->tcp);
   send_frame(c, INTAKE_FRAME_ERROR, &e.base, 1);
   if (c->state != CONN_CLOSING)
@@ -379,7 +385,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
 static void on_connection(uv_stream_t *ls, int status) {
   intake_server_t *s = ls->data;
   if (status < 0) {
-    LOG_WARN("accept failed", "error=%s", uv_strerror(status));
+    uint64_t held; /* EMFILE repeats on every loop iteration */
+    if (intake_log_allow(&s->error_log, &held))
+      LOG_WARN("accept failed", "error=\"%s\" suppressed=%llu", uv_strerror(status),
+               (unsigned long long)held);
     return;
   }
   conn_t *c = calloc(1, sizeof *c);
@@ -439,6 +448,10 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
   }
   s->loop = loop;
   s->cfg = cfg;
+  /* Every error of a few misbehaving gateways is still seen; a reconnect loop is cut to 10 a
+   * second on average. */
+  s->error_log.interval_ms = 10000;
+  s->error_log.burst = 100;
   if (cfg->tokens_file && cfg->tokens_file[0]) {
     s->tokens = intake_tokens_load(cfg->tokens_file, err, errlen);
     if (!s->tokens) {
@@ -489,6 +502,7 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
 const char *intake_server_address(const intake_server_t *s) { return s->address; }
 intake_pipeline_t *intake_server_pipeline(intake_server_t *s) { return s->pipeline; }
 void intake_server_stats(const intake_server_t *s, intake_server_stats_t *out) { *out = s->stats; }
+int intake_server_stopping(const intake_server_t *s) { return s->stopping != 0; }
 
 static void on_listener_closed(uv_handle_t *h) { (void)h; }
 

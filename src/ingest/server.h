@@ -36,6 +36,9 @@ const char *intake_server_address(const intake_server_t *s);
 intake_pipeline_t *intake_server_pipeline(intake_server_t *s);
 void intake_server_stats(const intake_server_t *s, intake_server_stats_t *out);
 
+/* True once intake_server_shutdown() was called (or the listener failed): not ready. */
+int intake_server_stopping(const intake_server_t *s);
+
 /* Graceful stop: closes the listener, stops reading from gateways, lets in-flight batches finish
  * and be acked, then closes every connection and calls `done` once all is quiet (or after
  * `deadline_ms`, when what is still in flight is failed). */

@@ -38,6 +38,8 @@ struct intake_sink {
   intake_sink_topic_t **topics;
   size_t n_topics, cap_topics;
   int brokers_up;             /* from the last statistics: brokers in state UP */
+  intake_log_limit_t error_log; /* librdkafka's error callback: one line a second */
+  intake_log_limit_t rdlog_log; /* librdkafka's warnings and errors: one line a second */
   /* INTAKE_KAFKA_COUNTING: records "sent" and not yet confirmed, confirmed from `idle`. */
   int counting;
   uv_idle_t idle;
@@ -65,16 +67,26 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   return 0; /* librdkafka frees json */
 }
 
+/* Both callbacks run on the loop thread, from rd_kafka_poll(): errors always do, and logs do
+ * because of log.queue (below). A broker that is down repeats its errors on every reconnect, so
+ * each is limited to one line a second with the count of the lines held back. */
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  intake_sink_t *s = opaque;
+  uint64_t held;
   (void)rk;
-  (void)opaque;
-  LOG_WARN("kafka error", "code=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+  if (intake_log_allow(&s->error_log, &held))
+    LOG_WARN("kafka error", "code=%s reason=\"%s\" suppressed=%llu", rd_kafka_err2name(err),
+             reason, (unsigned long long)held);
 }
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-  (void)rk;
-  intake_log(level <= 3 ? INTAKE_LOG_ERROR : level <= 5 ? INTAKE_LOG_WARN : INTAKE_LOG_DEBUG,
-             "librdkafka", "facility=%s text=\"%s\"", fac, buf);
+  intake_sink_t *s = rd_kafka_opaque(rk);
+  intake_log_level_t l = level <= 3 ? INTAKE_LOG_ERROR : level <= 5 ? INTAKE_LOG_WARN : INTAKE_LOG_DEBUG;
+  uint64_t held = 0;
+  if (l >= INTAKE_LOG_WARN && s && !intake_log_allow(&s->rdlog_log, &held))
+    return;
+  intake_log(l, "librdkafka", "facility=%s text=\"%s\" suppressed=%llu", fac, buf,
+             (unsigned long long)held);
 }
 
 static void serve(intake_sink_t *s) {
@@ -147,6 +159,7 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
   s->ctx = ctx;
   s->embedded = cfg->kafka_mode == INTAKE_KAFKA_EMBEDDED;
   s->embedded_partitions = cfg->embedded_partitions;
+  s->error_log.interval_ms = s->rdlog_log.interval_ms = 1000;
   if (cfg->kafka_mode == INTAKE_KAFKA_COUNTING) {
     rd_kafka_conf_destroy(conf);
     return create_counting(s, loop);
@@ -160,7 +173,11 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
       /* librdkafka's default; room for the pipeline's own in-flight bound below. */
       set(conf, "queue.buffering.max.messages", "1000000", err, errlen) ||
       /* Statistics feed readiness (intake_sink_ready); they are cheap at 1 s. */
-      set(conf, "statistics.interval.ms", "1000", err, errlen))
+      set(conf, "statistics.interval.ms", "1000", err, errlen) ||
+      /* Logs go to the main queue and are served by rd_kafka_poll() on the loop thread, like
+       * delivery reports, instead of being called from librdkafka's threads: the rate
+       * limiter in on_log() needs no lock then. */
+      set(conf, "log.queue", "true", err, errlen))
     goto fail;
   if (s->embedded) {
     if (set(conf, "test.mock.num.brokers", "1", err, errlen))
@@ -196,6 +213,7 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
     goto fail;
   }
   conf = NULL; /* owned by rk now */
+  rd_kafka_set_log_queue(s->rk, NULL); /* NULL: the main queue (log.queue above) */
   if (s->embedded) {
     rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(s->rk);
     if (!mc) {
