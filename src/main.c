@@ -15,9 +15,10 @@
 
 typedef struct {
   uv_loop_t *loop;
-  intake_config_t cfg;
+  const char *path;           /* config file, read again on reload */
+  intake_config_t *cfg;       /* the running config; replaced whole by a reload */
   intake_server_t *server;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t stats;
   int stopping;
   int exit_code;
@@ -38,6 +39,7 @@ static void on_stopped(void *arg) {
   uv_close((uv_handle_t *)&d->stats, on_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_closed);
   uv_close((uv_handle_t *)&d->sigint, on_closed);
+  uv_close((uv_handle_t *)&d->sighup, on_closed);
   LOG_INFO("stopped", NULL);
 }
 
@@ -51,12 +53,59 @@ static void on_signal(uv_signal_t *h, int signum) {
   LOG_INFO("stopping: no new connections; finishing in-flight batches", "signal=%s",
            signum == SIGTERM ? "SIGTERM" : "SIGINT");
   /* In-flight records either land or time out within kafka.delivery_timeout. */
-  intake_server_shutdown(d->server, d->cfg.delivery_timeout_ms + 5000, on_stopped, d);
+  intake_server_shutdown(d->server, d->cfg->delivery_timeout_ms + 5000, on_stopped, d);
 }
 
 static void on_stats(uv_timer_t *t) {
   daemon_t *d = t->data;
   intake_pipeline_log_stats(intake_server_pipeline(d->server));
+}
+
+/* Reads the config file again and applies what can change live: routes, limits, windows,
+ * tokens, log level and format, stats interval. Connections, in-flight batches and dedup state
+ * are untouched. A file that fails validation changes nothing. Returns 0 or -1 (err set). */
+static int daemon_reload(daemon_t *d, char *err, size_t errlen) {
+  intake_config_t *next = calloc(1, sizeof *next);
+  if (!next) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (intake_config_load(next, d->path, err, errlen) < 0) {
+    free(next);
+    LOG_ERROR("reload refused: the running config stays", "error=\"%s\"", err);
+    return -1;
+  }
+  char changed[512];
+  intake_config_keep_restart_only(next, d->cfg, changed, sizeof changed);
+  if (changed[0])
+    LOG_WARN("reload: these keys take effect at the next restart; running values kept",
+             "keys=\"%s\"", changed);
+  if (intake_server_reload(d->server, next, err, errlen) < 0) {
+    intake_config_dispose(next);
+    free(next);
+    LOG_ERROR("reload refused: the running config stays", "error=\"%s\"", err);
+    return -1;
+  }
+  intake_log_set_level(next->log_level);
+  intake_log_set_format(next->log_format);
+  if (next->stats_interval_ms != d->cfg->stats_interval_ms) {
+    uv_timer_stop(&d->stats);
+    if (next->stats_interval_ms)
+      uv_timer_start(&d->stats, on_stats, next->stats_interval_ms, next->stats_interval_ms);
+  }
+  intake_config_dispose(d->cfg);
+  free(d->cfg);
+  d->cfg = next;
+  LOG_INFO("reloaded", "config=%s rules=%zu", d->path, next->n_rules);
+  return 0;
+}
+
+static void on_sighup(uv_signal_t *h, int signum) {
+  daemon_t *d = h->data;
+  char err[1024];
+  (void)signum;
+  if (!d->stopping)
+    daemon_reload(d, err, sizeof err);
 }
 
 int main(int argc, char **argv) {
@@ -83,20 +132,25 @@ int main(int argc, char **argv) {
   daemon_t d;
   memset(&d, 0, sizeof d);
   char err[1024] = "";
-  if (intake_config_load(&d.cfg, path, err, sizeof err) < 0) {
-    fprintf(stderr, "%s\n", err);
+  d.path = path;
+  d.cfg = calloc(1, sizeof *d.cfg);
+  if (!d.cfg || intake_config_load(d.cfg, path, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", d.cfg ? err : "out of memory");
+    free(d.cfg);
     return 1;
   }
   if (check_only) {
     printf("%s: ok\n", path);
-    intake_config_dispose(&d.cfg);
+    intake_config_dispose(d.cfg);
+    free(d.cfg);
     return 0;
   }
-  intake_log_set_level(d.cfg.log_level);
+  intake_log_set_level(d.cfg->log_level);
+  intake_log_set_format(d.cfg->log_format);
   signal(SIGPIPE, SIG_IGN);
 
   d.loop = uv_default_loop();
-  d.server = intake_server_create(d.loop, &d.cfg, err, sizeof err);
+  d.server = intake_server_create(d.loop, d.cfg, err, sizeof err);
   if (!d.server || err[0]) {
     LOG_ERROR("cannot start", "config=%s error=\"%s\"", path, err);
     if (d.server) {
@@ -105,7 +159,8 @@ int main(int argc, char **argv) {
       uv_run(d.loop, UV_RUN_DEFAULT);
       intake_server_destroy(d.server);
     }
-    intake_config_dispose(&d.cfg);
+    intake_config_dispose(d.cfg);
+    free(d.cfg);
     return 1;
   }
   intake_pipeline_t *p = intake_server_pipeline(d.server);
@@ -121,18 +176,21 @@ int main(int argc, char **argv) {
 
   uv_signal_init(d.loop, &d.sigterm);
   uv_signal_init(d.loop, &d.sigint);
-  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_init(d.loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_sighup, SIGHUP);
   uv_timer_init(d.loop, &d.stats);
   d.stats.data = &d;
-  if (d.cfg.stats_interval_ms)
-    uv_timer_start(&d.stats, on_stats, d.cfg.stats_interval_ms, d.cfg.stats_interval_ms);
+  if (d.cfg->stats_interval_ms)
+    uv_timer_start(&d.stats, on_stats, d.cfg->stats_interval_ms, d.cfg->stats_interval_ms);
 
   uv_run(d.loop, UV_RUN_DEFAULT);
 
   intake_server_destroy(d.server);
   uv_loop_close(d.loop);
-  intake_config_dispose(&d.cfg);
+  intake_config_dispose(d.cfg);
+  free(d.cfg);
   return d.exit_code;
 }

@@ -1172,3 +1172,73 @@ out:
   fclose(f);
   return rc;
 }
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+static void swap_str(char **a, char **b) {
+  char *t = *a;
+  *a = *b;
+  *b = t;
+}
+
+static int str_differs(const char *a, const char *b) {
+  if (!a || !b)
+    return a != b;
+  return strcmp(a, b) != 0;
+}
+
+#define NOTE_CHANGED(name)                                                                         \
+  do {                                                                                             \
+    size_t used = strlen(changed);                                                                 \
+    snprintf(changed + used, changed_len - used, "%s%s", used ? " " : "", name);                 \
+  } while (0)
+
+void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *running, char *changed,
+                                     size_t changed_len) {
+  changed[0] = '\0';
+  if (str_differs(next->listen_address, running->listen_address))
+    NOTE_CHANGED("listen.address");
+  swap_str(&next->listen_address, &running->listen_address);
+  if (next->listen_port != running->listen_port)
+    NOTE_CHANGED("listen.port");
+  next->listen_port = running->listen_port;
+  if (next->kafka_mode != running->kafka_mode)
+    NOTE_CHANGED("kafka.mode");
+  next->kafka_mode = running->kafka_mode;
+  if (str_differs(next->kafka_brokers, running->kafka_brokers))
+    NOTE_CHANGED("kafka.brokers");
+  swap_str(&next->kafka_brokers, &running->kafka_brokers);
+  if (next->embedded_partitions != running->embedded_partitions)
+    NOTE_CHANGED("kafka.embedded_partitions");
+  next->embedded_partitions = running->embedded_partitions;
+  if (next->delivery_timeout_ms != running->delivery_timeout_ms)
+    NOTE_CHANGED("kafka.delivery_timeout");
+  next->delivery_timeout_ms = running->delivery_timeout_ms;
+  int props = next->n_kafka_properties != running->n_kafka_properties;
+  for (size_t i = 0; !props && i < next->n_kafka_properties; i++)
+    props = str_differs(next->kafka_properties[i].key, running->kafka_properties[i].key) ||
+            str_differs(next->kafka_properties[i].value, running->kafka_properties[i].value);
+  if (props)
+    NOTE_CHANGED("kafka.properties");
+  intake_kv_t *kv = next->kafka_properties;
+  size_t nkv = next->n_kafka_properties;
+  next->kafka_properties = running->kafka_properties;
+  next->n_kafka_properties = running->n_kafka_properties;
+  running->kafka_properties = kv;
+  running->n_kafka_properties = nkv;
+  if (next->dedup_memory_bytes != running->dedup_memory_bytes)
+    NOTE_CHANGED("dedup.memory");
+  next->dedup_memory_bytes = running->dedup_memory_bytes;
+  if (next->dedup_seq_memory_bytes != running->dedup_seq_memory_bytes)
+    NOTE_CHANGED("dedup.sequence_memory");
+  next->dedup_seq_memory_bytes = running->dedup_seq_memory_bytes;
+  if (next->admin_enabled != running->admin_enabled)
+    NOTE_CHANGED("admin.enabled");
+  next->admin_enabled = running->admin_enabled;
+  if (str_differs(next->admin_address, running->admin_address))
+    NOTE_CHANGED("admin.address");
+  swap_str(&next->admin_address, &running->admin_address);
+  if (next->admin_port != running->admin_port)
+    NOTE_CHANGED("admin.port");
+  next->admin_port = running->admin_port;
+}

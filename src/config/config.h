@@ -162,6 +162,14 @@ int intake_config_load_string(intake_config_t *cfg, const char *name, const char
 /* Frees everything and zeroes *cfg; a zeroed or already disposed config is fine. */
 void intake_config_dispose(intake_config_t *cfg);
 
+/* For a reload: the keys that take effect only at a restart (listen.*address/port, kafka.mode,
+ * brokers, embedded_partitions, delivery_timeout, properties, dedup.memory, sequence_memory,
+ * admin.*) keep their running values in `next` (values are swapped, so disposing both configs
+ * stays correct). `changed` gets the names of those keys that the new file changed, space
+ * separated ("" when none), for a warning. */
+void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *running, char *changed,
+                                     size_t changed_len);
+
 /* Parse helpers, also used for command-line flags. Return 0, or -1 (*out untouched) on bad
  * syntax or when the value overflows 64 bits. Whole numbers only, no sign, no blanks. */
 int intake_parse_duration_ms(const char *s, uint64_t *ms); /* "250ms" "10s" "5m" "2h" "7d" "0" */

@@ -26,7 +26,8 @@ typedef struct conn {
   int handles_open;           /* tcp + timer; freed when both are closed */
   uint8_t *buf;               /* read buffer: buf[off..len) not yet parsed */
   size_t off, len, cap;
-  intake_job_t **jobs;        /* batches in flight, max_in_flight slots */
+  intake_job_t **jobs;        /* batches in flight, `window` slots */
+  uint32_t window;            /* gateway.max_in_flight_batches when it connected */
   uint32_t n_jobs;
   char gateway_id[65];
   char peer[64];
@@ -282,7 +283,7 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
     c->state = CONN_READY;
     Intake__V1__Welcome w = INTAKE__V1__WELCOME__INIT;
     w.protocol_version = PROTOCOL_VERSION;
-    w.max_in_flight = s->cfg->max_in_flight;
+    w.max_in_flight = c->window;
     w.max_frame_bytes = s->cfg->max_frame_bytes;
     w.max_batch_events = s->cfg->max_batch_events;
     send_frame(c, INTAKE_FRAME_WELCOME, &w.base, 0);
@@ -295,7 +296,7 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
 /* Returns 0 to go on parsing, -1 to stop (paused or closed). */
 static int handle_batch(conn_t *c, const intake_frame_t *f) {
   intake_server_t *s = c->srv;
-  if (c->n_jobs >= s->cfg->max_in_flight) {
+  if (c->n_jobs >= c->window) {
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_WINDOW_EXCEEDED,
                    "more unacknowledged batches than Welcome.max_in_flight");
     return -1;
@@ -395,7 +396,8 @@ static void on_connection(uv_stream_t *ls, int status) {
   if (!c)
     return;
   c->srv = s;
-  c->jobs = calloc(s->cfg->max_in_flight, sizeof *c->jobs);
+  c->window = s->cfg->max_in_flight; /* a reload changes it for new connections only */
+  c->jobs = calloc(c->window, sizeof *c->jobs);
   uv_tcp_init(s->loop, &c->tcp);
   uv_timer_init(s->loop, &c->timer);
   c->tcp.data = c->timer.data = c;
@@ -497,6 +499,21 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
     snprintf(s->address, sizeof s->address, "%s:%d", host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
   }
   return s;
+}
+
+int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *err, size_t errlen) {
+  intake_tokens_t *tokens = NULL;
+  if (cfg->tokens_file && cfg->tokens_file[0] &&
+      !(tokens = intake_tokens_load(cfg->tokens_file, err, errlen)))
+    return -1;
+  if (intake_pipeline_reload(s->pipeline, cfg, err, errlen) < 0) {
+    intake_tokens_destroy(tokens);
+    return -1;
+  }
+  intake_tokens_destroy(s->tokens);
+  s->tokens = tokens;
+  s->cfg = cfg;
+  return 0;
 }
 
 const char *intake_server_address(const intake_server_t *s) { return s->address; }

@@ -30,6 +30,11 @@ typedef struct {
 intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cfg, char *err,
                                       size_t errlen);
 
+/* Applies a reloaded config (routes, limits, windows, tokens) without touching connections or
+ * in-flight batches; see intake_pipeline_reload(). On error (-1, message in err) nothing
+ * changed. `cfg` must stay valid until the next reload or destroy. */
+int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *err, size_t errlen);
+
 /* The bound address ("127.0.0.1:7400"). */
 const char *intake_server_address(const intake_server_t *s);
 

@@ -61,6 +61,7 @@ struct intake_pipeline {
   intake_sink_topic_t **topics;     /* by router topic index */
   intake_sink_topic_t *dead_letter;
   intake_event_t *events;           /* scratch: the batch being submitted */
+  uint32_t events_cap;              /* entries in events and parsed */
   uint8_t *parsed;                  /* scratch: 1 = events[i] parsed and valid */
   intake_job_t *ready;              /* jobs completed, to report from the idle callback */
   uv_idle_t idle;
@@ -72,10 +73,15 @@ struct intake_pipeline {
   intake_gateway_stats_t **gateways;  /* registry, INTAKE_MAX_GATEWAY_STATS + 1 ("_other") */
   size_t n_gateways;
   uint32_t *gateway_index;          /* open addressing: slot -> gateways index + 1, 0 = empty */
-  intake_topic_stats_t *topic_stats;  /* by router topic index; dead-letter last */
+  /* Counters by name, for every topic and rule any config has had: fixed-capacity arrays, so
+   * the pointers below (and the sink's per-topic user pointers) stay valid across reloads. */
+  intake_topic_stats_t *topic_stats;
   size_t n_topic_stats;
-  intake_route_stats_t *route_stats;  /* by router rule index */
+  intake_route_stats_t *route_stats;
   size_t n_route_stats;
+  intake_topic_stats_t **tstats;    /* by router topic index */
+  intake_route_stats_t **rstats;    /* by router rule index */
+  intake_topic_stats_t *dlq_stats;
   intake_latency_t latency;
   intake_counters_t c;
 };
@@ -348,7 +354,7 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
     return;
   }
   p->c.records_in_flight++;
-  p->topic_stats[p->n_topic_stats - 1].produced++;
+  p->dlq_stats->produced++;
   job->pending++;
 }
 
@@ -390,8 +396,8 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
     }
     e->records_left++;
     p->c.records_in_flight++;
-    p->topic_stats[targets[t].topic].produced++;
-    p->route_stats[targets[t].rule].records++;
+    p->tstats[targets[t].topic]->produced++;
+    p->rstats[targets[t].rule]->records++;
   }
   if (e->records_left == 0)
     resolve_owner(p, e);
@@ -572,13 +578,147 @@ static void on_sweep(uv_timer_t *t) {
   intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
 }
 
+#define MAX_TOPIC_STATS 4096
+#define MAX_ROUTE_STATS 4096
+
 static void free_stats(intake_pipeline_t *p) {
   for (size_t i = 0; i < p->n_gateways; i++)
     free(p->gateways[i]);
   free(p->gateways);
   free(p->gateway_index);
+  for (size_t i = 0; i < p->n_topic_stats; i++)
+    free((char *)p->topic_stats[i].name);
+  for (size_t i = 0; i < p->n_route_stats; i++)
+    free((char *)p->route_stats[i].name);
   free(p->topic_stats);
   free(p->route_stats);
+}
+
+static intake_topic_stats_t *topic_stat(intake_pipeline_t *p, const char *name) {
+  for (size_t i = 0; i < p->n_topic_stats; i++)
+    if (!strcmp(p->topic_stats[i].name, name))
+      return &p->topic_stats[i];
+  if (p->n_topic_stats == MAX_TOPIC_STATS)
+    return NULL;
+  intake_topic_stats_t *t = &p->topic_stats[p->n_topic_stats];
+  if (!(t->name = strdup(name)))
+    return NULL;
+  p->n_topic_stats++;
+  return t;
+}
+
+static intake_route_stats_t *route_stat(intake_pipeline_t *p, const char *name) {
+  for (size_t i = 0; i < p->n_route_stats; i++)
+    if (!strcmp(p->route_stats[i].name, name))
+      return &p->route_stats[i];
+  if (p->n_route_stats == MAX_ROUTE_STATS)
+    return NULL;
+  intake_route_stats_t *r = &p->route_stats[p->n_route_stats];
+  if (!(r->name = strdup(name)))
+    return NULL;
+  p->n_route_stats++;
+  return r;
+}
+
+/* The per-router state: the router itself and, by its topic and rule indexes, the sink topics
+ * and counters. Built whole before it replaces the old one, so a failed reload changes nothing. */
+typedef struct {
+  intake_router_t *router;
+  intake_sink_topic_t **topics;
+  intake_topic_stats_t **tstats;
+  intake_route_stats_t **rstats;
+  intake_sink_topic_t *dead_letter;
+  intake_topic_stats_t *dlq_stats;
+} routing_t;
+
+static void routing_free(routing_t *r) {
+  intake_router_destroy(r->router);
+  free(r->topics);
+  free(r->tstats);
+  free(r->rstats);
+  memset(r, 0, sizeof *r);
+}
+
+static int routing_build(intake_pipeline_t *p, const intake_config_t *cfg, routing_t *r, char *err,
+                         size_t errlen) {
+  memset(r, 0, sizeof *r);
+  if (!(r->router = intake_router_create(cfg, err, errlen)))
+    return -1;
+  size_t nt = intake_router_n_topics(r->router), nr = intake_router_n_rules(r->router);
+  r->topics = calloc(nt, sizeof *r->topics);
+  r->tstats = calloc(nt, sizeof *r->tstats);
+  r->rstats = calloc(nr, sizeof *r->rstats);
+  if (!r->topics || !r->tstats || !r->rstats)
+    goto fail;
+  for (size_t i = 0; i < nr; i++)
+    if (!(r->rstats[i] = route_stat(p, intake_router_rule_name(r->router, i))))
+      goto fail;
+  for (size_t i = 0; i < nt; i++) {
+    const char *name = intake_router_topic_name(r->router, i);
+    intake_sink_ensure_topic(p->sink, name);
+    if (!(r->tstats[i] = topic_stat(p, name)) ||
+        !(r->topics[i] = intake_sink_topic(p->sink, name, r->tstats[i])))
+      goto fail;
+  }
+  intake_sink_ensure_topic(p->sink, cfg->dead_letter_topic);
+  if (!(r->dlq_stats = topic_stat(p, cfg->dead_letter_topic)) ||
+      !(r->dead_letter = intake_sink_topic(p->sink, cfg->dead_letter_topic, r->dlq_stats)))
+    goto fail;
+  return 0;
+fail:
+  snprintf(err, errlen, "out of memory, or more than %d topics or rules", MAX_TOPIC_STATS);
+  routing_free(r);
+  return -1;
+}
+
+static void routing_install(intake_pipeline_t *p, routing_t *r) {
+  p->router = r->router;
+  p->topics = r->topics;
+  p->tstats = r->tstats;
+  p->rstats = r->rstats;
+  p->dead_letter = r->dead_letter;
+  p->dlq_stats = r->dlq_stats;
+}
+
+static void routing_uninstall(intake_pipeline_t *p, routing_t *r) {
+  r->router = p->router;
+  r->topics = p->topics;
+  r->tstats = p->tstats;
+  r->rstats = p->rstats;
+  p->router = NULL;
+  p->topics = NULL;
+  p->tstats = NULL;
+  p->rstats = NULL;
+}
+
+/* Sizes what depends on the config's limits: scratch arrays for the largest batch, the decoder's
+ * bound, the in-flight watermarks. Returns 0 or -ENOMEM (then nothing changed). */
+static int apply_limits(intake_pipeline_t *p, const intake_config_t *cfg) {
+  if (!p->events || cfg->max_batch_events > p->events_cap) {
+    intake_event_t *ev = calloc(cfg->max_batch_events, sizeof *ev);
+    uint8_t *parsed = calloc(cfg->max_batch_events, 1);
+    if (!ev || !parsed) {
+      free(ev);
+      free(parsed);
+      return -ENOMEM;
+    }
+    free(p->events);
+    free(p->parsed);
+    p->events = ev;
+    p->parsed = parsed;
+    p->events_cap = cfg->max_batch_events;
+  }
+  intake_decoder_t *dec = intake_decoder_create(cfg->max_decompressed_bytes);
+  if (!dec)
+    return -ENOMEM;
+  intake_decoder_destroy(p->decoder);
+  p->decoder = dec;
+  /* Leave room for one whole batch fanned out to every route above the high-water mark. */
+  uint64_t max = intake_sink_max_in_flight(p->sink);
+  uint64_t batch = (uint64_t)cfg->max_batch_events * INTAKE_ROUTE_MAX_TOPICS;
+  p->high_water = max > 2 * batch ? max - batch : max / 2;
+  p->low_water = p->high_water / 2;
+  return 0;
 }
 
 intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t *cfg,
@@ -594,11 +734,6 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   p->resume = resume;
   p->ctx = ctx;
   p->delivery_log.interval_ms = p->produce_log.interval_ms = 1000;
-  p->decoder = intake_decoder_create(cfg->max_decompressed_bytes);
-  p->events = calloc(cfg->max_batch_events, sizeof *p->events);
-  p->parsed = calloc(cfg->max_batch_events, 1);
-  if (!p->decoder || !p->events || !p->parsed)
-    goto oom;
   p->dedup = intake_dedup_create(cfg->dedup_window_ms, cfg->dedup_memory_bytes,
                                  cfg->dedup_seq_memory_bytes);
   if (!p->dedup) {
@@ -607,44 +742,22 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
              (unsigned long long)cfg->dedup_seq_memory_bytes);
     goto fail;
   }
-  p->router = intake_router_create(cfg, err, errlen);
-  if (!p->router)
-    goto fail;
-  size_t nt = intake_router_n_topics(p->router);
-  const char **names = calloc(nt + 1, sizeof *names);
-  if (!names)
-    goto oom;
-  for (size_t i = 0; i < nt; i++)
-    names[i] = intake_router_topic_name(p->router, i);
-  names[nt] = cfg->dead_letter_topic;
-  p->sink = intake_sink_create(loop, cfg, names, nt + 1, on_delivery, p, err, errlen);
-  free(names);
-  if (!p->sink)
-    goto fail;
-  p->topics = calloc(nt, sizeof *p->topics);
-  p->n_topic_stats = nt + 1;
-  p->topic_stats = calloc(nt + 1, sizeof *p->topic_stats);
-  p->n_route_stats = intake_router_n_rules(p->router);
-  p->route_stats = calloc(p->n_route_stats, sizeof *p->route_stats);
+  p->topic_stats = calloc(MAX_TOPIC_STATS, sizeof *p->topic_stats);
+  p->route_stats = calloc(MAX_ROUTE_STATS, sizeof *p->route_stats);
   p->gateways = calloc(INTAKE_MAX_GATEWAY_STATS + 1, sizeof *p->gateways);
   p->gateway_index = calloc(GATEWAY_INDEX_SLOTS, sizeof *p->gateway_index);
-  if (!p->topics || !p->topic_stats || !p->route_stats || !p->gateways || !p->gateway_index)
+  if (!p->topic_stats || !p->route_stats || !p->gateways || !p->gateway_index)
     goto oom;
-  for (size_t i = 0; i < p->n_route_stats; i++)
-    p->route_stats[i].name = intake_router_rule_name(p->router, i);
-  for (size_t i = 0; i < nt; i++) {
-    p->topic_stats[i].name = intake_router_topic_name(p->router, i);
-    if (!(p->topics[i] = intake_sink_topic(p->sink, p->topic_stats[i].name, &p->topic_stats[i])))
-      goto oom;
-  }
-  p->topic_stats[nt].name = cfg->dead_letter_topic;
-  if (!(p->dead_letter = intake_sink_topic(p->sink, cfg->dead_letter_topic, &p->topic_stats[nt])))
+  /* The sink first (empty topic list: routing_build creates the embedded topics). */
+  p->sink = intake_sink_create(loop, cfg, NULL, 0, on_delivery, p, err, errlen);
+  if (!p->sink)
+    goto fail;
+  routing_t r;
+  if (routing_build(p, cfg, &r, err, errlen) < 0)
+    goto fail;
+  routing_install(p, &r);
+  if (apply_limits(p, cfg) < 0)
     goto oom;
-  /* Leave room for one whole batch fanned out to every route above the high-water mark. */
-  uint64_t max = intake_sink_max_in_flight(p->sink);
-  uint64_t batch = (uint64_t)cfg->max_batch_events * INTAKE_ROUTE_MAX_TOPICS;
-  p->high_water = max > 2 * batch ? max - batch : max / 2;
-  p->low_water = p->high_water / 2;
   uv_idle_init(loop, &p->idle);
   p->idle.data = p;
   uv_timer_init(loop, &p->sweep_timer);
@@ -657,14 +770,14 @@ oom:
     snprintf(err, errlen, "out of memory");
 fail:
   if (p) {
-    if (p->sink) {
+    routing_t built;
+    routing_uninstall(p, &built);
+    routing_free(&built);
+    if (p->sink)
       intake_sink_destroy(p->sink);
-    }
-    intake_router_destroy(p->router);
     intake_dedup_destroy(p->dedup);
     intake_decoder_destroy(p->decoder);
     free_stats(p);
-    free(p->topics);
     free(p->events);
     free(p->parsed);
     free(p);
@@ -690,12 +803,33 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
     j->owner = NULL;
     job_finish(p, j);
   }
-  intake_router_destroy(p->router);
+  routing_t r;
+  routing_uninstall(p, &r);
+  routing_free(&r);
   intake_dedup_destroy(p->dedup);
   intake_decoder_destroy(p->decoder);
   free_stats(p);
-  free(p->topics);
   free(p->events);
   free(p->parsed);
   free(p);
+}
+
+int intake_pipeline_reload(intake_pipeline_t *p, const intake_config_t *cfg, char *err,
+                           size_t errlen) {
+  routing_t fresh, old;
+  if (routing_build(p, cfg, &fresh, err, errlen) < 0)
+    return -1;
+  if (apply_limits(p, cfg) < 0) {
+    routing_free(&fresh);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  /* Nothing in flight refers to the router: records carry their pend and their topic's
+   * counters, which live in the registry. So the old routing can go at once. */
+  routing_uninstall(p, &old);
+  routing_free(&old);
+  routing_install(p, &fresh);
+  p->cfg = cfg;
+  intake_dedup_set_window(p->dedup, cfg->dedup_window_ms);
+  return 0;
 }

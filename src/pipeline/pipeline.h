@@ -111,6 +111,13 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
 /* Errors of intake_pipeline_submit() that are the gateway's fault: a protocol error. */
 enum { INTAKE_SUBMIT_MALFORMED = -1001, INTAKE_SUBMIT_BAD_ZSTD = -1002 };
 
+/* Applies a new config: routes, validation limits, batch size and dedup window (the dedup
+ * state is kept). Built whole before anything changes: on error (-1, message in err) the old
+ * config stays in force. `cfg` must outlive the pipeline or the next reload; the caller keeps
+ * the fields that need a restart (listen, kafka, dedup memory) equal to the running ones. */
+int intake_pipeline_reload(intake_pipeline_t *p, const intake_config_t *cfg, char *err,
+                           size_t errlen);
+
 /* Submits one BATCH frame payload from gateway `gateway_id` (copied as needed; the payload may
  * be reused when submit returns). On 0, *job is set and `done(owner, job, result)` fires later.
  * Returns -EAGAIN when too many records are in flight (nothing was done: submit again after the
