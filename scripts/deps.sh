@@ -3,7 +3,8 @@
 # when everything is already there. Needs root (or sudo).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev librdkafka-dev libprotobuf-c-dev
-      protobuf-c-compiler libzstd-dev libyaml-dev libxxhash-dev libcmocka-dev kcat python3)
+      protobuf-c-compiler libzstd-dev libyaml-dev libxxhash-dev libmicrohttpd-dev
+      libcmocka-dev kcat python3 curl)
 [ "${1:-}" = "--test" ] && pkgs+=(openjdk-17-jre-headless maven clang valgrind)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -6,18 +6,24 @@
 #include <string.h>
 #include <uv.h>
 
+#include "admin/admin.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "ingest/server.h"
 #include "pipeline/pipeline.h"
 
-#define INTAKE_VERSION "0.1.0"
+#ifndef INTAKE_VERSION /* set by CMake from the project version */
+#define INTAKE_VERSION "0.0.0"
+#endif
 
 typedef struct {
   uv_loop_t *loop;
   const char *path;           /* config file, read again on reload */
   intake_config_t *cfg;       /* the running config; replaced whole by a reload */
   intake_server_t *server;
+  intake_admin_t *admin;      /* NULL when admin.enabled is false */
+  uv_timer_t watchdog;        /* WATCHDOG=1 to systemd, when the unit sets WatchdogSec= */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t stats;
   int stopping;
@@ -39,6 +45,11 @@ static void on_stopped(void *arg) {
   uv_close((uv_handle_t *)&d->stats, on_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_closed);
   uv_close((uv_handle_t *)&d->sigint, on_closed);
+  uv_close((uv_handle_t *)&d->watchdog, on_closed);
+  if (d->admin) {
+    intake_admin_close(d->admin, NULL, NULL);
+    d->admin = NULL;
+  }
   uv_close((uv_handle_t *)&d->sighup, on_closed);
   LOG_INFO("stopped", NULL);
 }
@@ -50,10 +61,17 @@ static void on_signal(uv_signal_t *h, int signum) {
     exit(1);
   }
   d->stopping = 1;
+  intake_notify_stopping();
   LOG_INFO("stopping: no new connections; finishing in-flight batches", "signal=%s",
            signum == SIGTERM ? "SIGTERM" : "SIGINT");
   /* In-flight records either land or time out within kafka.delivery_timeout. */
   intake_server_shutdown(d->server, d->cfg->delivery_timeout_ms + 5000, on_stopped, d);
+}
+
+/* Pinged from the loop: a loop stuck in a callback stops the pings, and systemd restarts us. */
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  intake_notify_watchdog();
 }
 
 static void on_stats(uv_timer_t *t) {
@@ -185,6 +203,33 @@ int main(int argc, char **argv) {
   d.stats.data = &d;
   if (d.cfg->stats_interval_ms)
     uv_timer_start(&d.stats, on_stats, d.cfg->stats_interval_ms, d.cfg->stats_interval_ms);
+
+  uv_timer_init(d.loop, &d.watchdog);
+  if ((&d.cfg)->admin_enabled) {
+    d.admin = intake_admin_create(d.loop, (&d.cfg), d.server, INTAKE_VERSION, NULL, NULL, err,
+                                  sizeof err);
+    if (!d.admin) {
+      LOG_ERROR("cannot start", "config=%s error=\"%s\"", path, err);
+      d.exit_code = 1;
+      d.stopping = 1;
+      intake_server_shutdown(d.server, 0, on_stopped, &d); /* nothing was accepted yet */
+    } else {
+      LOG_INFO("admin listening", "address=%s", intake_admin_address(d.admin));
+    }
+  }
+  if (!d.stopping) {
+    char status[160];
+    snprintf(status, sizeof status, "listening on %s, admin on %s",
+             intake_server_address(d.server), d.admin ? intake_admin_address(d.admin) : "(off)");
+    intake_notify_ready(status);
+    uint64_t wd_usec = intake_notify_watchdog_usec();
+    if (wd_usec) {
+      uint64_t every = wd_usec / 2000 ? wd_usec / 2000 : 1; /* half the interval, in ms */
+      d.watchdog.data = &d;
+      uv_timer_start(&d.watchdog, on_watchdog, every, every);
+      intake_notify_watchdog();
+    }
+  }
 
   uv_run(d.loop, UV_RUN_DEFAULT);
 

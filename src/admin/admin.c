@@ -1,0 +1,535 @@
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "core/log.h"
+#include "core/wbuf.h"
+#include "decode/validate.h"
+#include "pipeline/pipeline.h"
+
+enum {
+  MAX_BODY = 4096,              /* request body (only POST /-/reload takes one, and ignores it) */
+  MEMORY_LIMIT = 16 * 1024,     /* MHD's per-connection buffer: request line and headers */
+  MAX_CONNECTIONS = 64,         /* scrapers and probes; more are refused by MHD */
+  IDLE_TIMEOUT_S = 10,
+  METRICS_GUESS = 64 * 1024,    /* first buffer for /metrics; a second pass gets the exact size */
+};
+
+struct intake_admin {
+  uv_loop_t *loop;
+  struct MHD_Daemon *mhd;
+  uv_poll_t poll;               /* MHD's epoll descriptor */
+  uv_timer_t timer;             /* MHD_get_timeout(): connection timeouts, pending work */
+  int handles_open;             /* poll + timer; freed when both are closed */
+  intake_server_t *server;
+  const char *version;
+  intake_admin_reload_cb reload;
+  void *reload_ctx;
+  double start_time;            /* Unix seconds at create */
+  char address[64];
+  void (*done)(void *);
+  void *done_arg;
+  intake_log_limit_t error_log; /* MHD's own error messages */
+};
+
+/* ---- /metrics ------------------------------------------------------------------------------ */
+
+/* Label values escape \, " and newline (exposition format 0.0.4). */
+static void label_value(intake_wbuf_t *w, const char *s) {
+  for (; *s; s++) {
+    if (*s == '\\')
+      intake_wbuf_put(w, "\\\\", 2);
+    else if (*s == '"')
+      intake_wbuf_put(w, "\\\"", 2);
+    else if (*s == '\n')
+      intake_wbuf_put(w, "\\n", 2);
+    else
+      intake_wbuf_putc(w, *s);
+  }
+}
+
+static void meta(intake_wbuf_t *w, const char *name, const char *type, const char *help) {
+  intake_wbuf_printf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* `name{label="value"} v`; label may be NULL. */
+static void sample(intake_wbuf_t *w, const char *name, const char *label, const char *value,
+                   uint64_t v) {
+  intake_wbuf_puts(w, name);
+  if (label) {
+    intake_wbuf_printf(w, "{%s=\"", label);
+    label_value(w, value);
+    intake_wbuf_put(w, "\"}", 2);
+  }
+  intake_wbuf_putc(w, ' ');
+  intake_wbuf_u64(w, v);
+  intake_wbuf_putc(w, '\n');
+}
+
+static void metric(intake_wbuf_t *w, const char *name, const char *type, const char *help,
+                   uint64_t v) {
+  meta(w, name, type, help);
+  sample(w, name, NULL, NULL, v);
+}
+
+/* One family over the gateways: field at `offset` of intake_event_counts_t. */
+static void gateway_family(intake_wbuf_t *w, intake_gateway_stats_t *const *gw, size_t n,
+                           const char *name, const char *type, const char *help, size_t offset) {
+  meta(w, name, type, help);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t v;
+    memcpy(&v, (const char *)&gw[i]->c + offset, sizeof v);
+    sample(w, name, "gateway", gw[i]->id, v);
+  }
+}
+
+static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
+  intake_pipeline_t *p = intake_server_pipeline(a->server);
+  const intake_counters_t *c = intake_pipeline_counters(p);
+
+  meta(w, "intake_build_info", "gauge", "Build and library versions; always 1.");
+  intake_wbuf_puts(w, "intake_build_info{version=\"");
+  label_value(w, a->version);
+  intake_wbuf_printf(w, "\",librdkafka=\"%s\",libuv=\"%s\",libmicrohttpd=\"%s\"} 1\n",
+                     rd_kafka_version_str(), uv_version_string(), MHD_get_version());
+  meta(w, "intake_process_start_time_seconds", "gauge", "Start time of the process, Unix seconds.");
+  intake_wbuf_printf(w, "intake_process_start_time_seconds %.3f\n", a->start_time);
+  size_t rss = 0;
+  if (uv_resident_set_memory(&rss) == 0)
+    metric(w, "intake_process_resident_memory_bytes", "gauge", "Resident memory of the process.",
+           rss);
+
+  /* Events: received = delivered + duplicate + rejected + failed + in_flight at every scrape. */
+  metric(w, "intake_events_received_total", "counter",
+         "Events in accepted batches; = delivered + duplicate + rejected + failed + in_flight.",
+         c->received);
+  metric(w, "intake_events_delivered_total", "counter",
+         "Events produced and confirmed by Kafka on every route.", c->delivered);
+  metric(w, "intake_events_duplicate_total", "counter",
+         "Events not produced: seen within the dedup window, or followed an in-flight copy.",
+         c->duplicate);
+  metric(w, "intake_events_rejected_total", "counter",
+         "Invalid events: answered REJECTED and written to the dead-letter topic.", c->rejected);
+  metric(w, "intake_events_failed_total", "counter",
+         "Events Kafka did not confirm; their batches were answered RETRY.", c->failed);
+  metric(w, "intake_events_in_flight", "gauge", "Events waiting for Kafka.", c->in_flight);
+  meta(w, "intake_events_rejected_by_reason_total", "counter",
+       "Invalid events by reject reason (intake.v1.RejectReason).");
+  for (int r = 1; r < INTAKE_REJECT_COUNT; r++)
+    sample(w, "intake_events_rejected_by_reason_total", "reason",
+           intake_reject_name((intake_reject_t)r), c->rejected_by_reason[r]);
+
+  metric(w, "intake_batches_received_total", "counter", "Batches submitted by gateways.",
+         c->batches);
+  meta(w, "intake_batches_answered_total", "counter", "Batches acknowledged, by BatchAck status.");
+  sample(w, "intake_batches_answered_total", "status", "ok", c->batches_ok);
+  sample(w, "intake_batches_answered_total", "status", "retry", c->batches_retry);
+  sample(w, "intake_batches_answered_total", "status", "rejected", c->batches_rejected);
+  metric(w, "intake_batches_in_flight", "gauge", "Batches not yet acknowledged.",
+         intake_pipeline_jobs(p));
+
+  metric(w, "intake_records_in_flight", "gauge", "Kafka records produced and not yet reported.",
+         c->records_in_flight);
+  metric(w, "intake_records_delivered_total", "counter",
+         "Kafka records confirmed (every topic, dead-letter included).", c->records_delivered);
+  metric(w, "intake_records_failed_total", "counter",
+         "Kafka records that failed (every topic, dead-letter included).", c->records_failed);
+  metric(w, "intake_dead_letter_records_delivered_total", "counter",
+         "Dead-letter records confirmed.", c->dead_letter_delivered);
+  metric(w, "intake_dead_letter_records_failed_total", "counter", "Dead-letter records that failed.",
+         c->dead_letter_failed);
+
+  intake_gateway_stats_t *const *gw;
+  size_t n_gw = intake_pipeline_gateway_stats(p, &gw);
+#define GW(name, type, help, field)                                                            \
+  gateway_family(w, gw, n_gw, name, type, help, offsetof(intake_event_counts_t, field))
+  GW("intake_gateway_events_received_total", "counter",
+     "Events received per gateway id (\"_other\" past 4096 ids); they reconcile like the totals.",
+     received);
+  GW("intake_gateway_events_delivered_total", "counter", "Events delivered per gateway.", delivered);
+  GW("intake_gateway_events_duplicate_total", "counter", "Duplicate events per gateway.", duplicate);
+  GW("intake_gateway_events_rejected_total", "counter", "Rejected events per gateway.", rejected);
+  GW("intake_gateway_events_failed_total", "counter", "Failed events per gateway.", failed);
+  GW("intake_gateway_events_in_flight", "gauge", "Events waiting for Kafka per gateway.", in_flight);
+#undef GW
+
+  const intake_topic_stats_t *t;
+  size_t n_t = intake_pipeline_topic_stats(p, &t);
+  meta(w, "intake_topic_records_produced_total", "counter", "Records produced per topic.");
+  for (size_t i = 0; i < n_t; i++)
+    sample(w, "intake_topic_records_produced_total", "topic", t[i].name, t[i].produced);
+  meta(w, "intake_topic_records_delivered_total", "counter", "Records confirmed per topic.");
+  for (size_t i = 0; i < n_t; i++)
+    sample(w, "intake_topic_records_delivered_total", "topic", t[i].name, t[i].delivered);
+  meta(w, "intake_topic_records_failed_total", "counter", "Records failed per topic.");
+  for (size_t i = 0; i < n_t; i++)
+    sample(w, "intake_topic_records_failed_total", "topic", t[i].name, t[i].failed);
+  meta(w, "intake_topic_records_in_flight", "gauge",
+       "Records not yet reported per topic (produced - delivered - failed).");
+  for (size_t i = 0; i < n_t; i++)
+    sample(w, "intake_topic_records_in_flight", "topic", t[i].name,
+           t[i].produced - t[i].delivered - t[i].failed);
+
+  const intake_route_stats_t *r;
+  size_t n_r = intake_pipeline_route_stats(p, &r);
+  meta(w, "intake_route_records_total", "counter",
+       "Records each routing rule sent to its topics (\"default\": the default topic).");
+  for (size_t i = 0; i < n_r; i++)
+    sample(w, "intake_route_records_total", "route", r[i].name, r[i].records);
+
+  intake_dedup_stats_t ds;
+  intake_pipeline_dedup_stats(p, &ds);
+  metric(w, "intake_dedup_entries", "gauge", "(source, event id) keys held.", ds.entries);
+  metric(w, "intake_dedup_capacity", "gauge", "Slots in the event-id table.", ds.capacity);
+  metric(w, "intake_dedup_sources", "gauge", "Per-source sequence windows held.", ds.sources);
+  metric(w, "intake_dedup_source_capacity", "gauge", "Slots in the source table.",
+         ds.source_capacity);
+  metric(w, "intake_dedup_in_flight", "gauge", "Keys whose first copy is waiting for Kafka.",
+         ds.in_flight);
+  metric(w, "intake_dedup_memory_bytes", "gauge", "Memory held by the dedup tables.", ds.bytes);
+  metric(w, "intake_dedup_evictions_total", "counter",
+         "Live keys or windows evicted because a table was full (the window shrank).",
+         ds.evictions);
+  metric(w, "intake_dedup_expired_total", "counter", "Keys or windows dropped after their window.",
+         ds.expired);
+
+  metric(w, "intake_kafka_queue_depth", "gauge", "Records queued in librdkafka, not yet reported.",
+         intake_pipeline_kafka_queue_depth(p));
+  metric(w, "intake_kafka_ready", "gauge", "1 while a Kafka broker is reachable.",
+         intake_pipeline_kafka_ready(p) ? 1 : 0);
+
+  /* Cumulative buckets from the pipeline's per-bucket counts; the last bound is +Inf. */
+  const intake_latency_t *lat = intake_pipeline_latency(p);
+  meta(w, "intake_delivery_latency_seconds", "histogram",
+       "Accepted events, from the batch's arrival to Kafka's confirmation of their last record.");
+  uint64_t cum = 0;
+  for (int i = 0; i < INTAKE_LATENCY_BUCKETS; i++) {
+    cum += lat->counts[i];
+    if (i == INTAKE_LATENCY_BUCKETS - 1)
+      intake_wbuf_puts(w, "intake_delivery_latency_seconds_bucket{le=\"+Inf\"} ");
+    else
+      intake_wbuf_printf(w, "intake_delivery_latency_seconds_bucket{le=\"%g\"} ",
+                         intake_latency_bounds_ms[i] / 1000.0);
+    intake_wbuf_u64(w, cum);
+    intake_wbuf_putc(w, '\n');
+  }
+  intake_wbuf_printf(w, "intake_delivery_latency_seconds_sum %.3f\n", (double)lat->sum_ms / 1000.0);
+  sample(w, "intake_delivery_latency_seconds_count", NULL, NULL, lat->count);
+
+  intake_server_stats_t ss;
+  intake_server_stats(a->server, &ss);
+  metric(w, "intake_connections", "gauge", "Gateway connections open.", ss.connections);
+  metric(w, "intake_connections_accepted_total", "counter", "Gateway connections accepted.",
+         ss.accepted);
+  metric(w, "intake_connections_refused_total", "counter",
+         "Gateway connections refused over listen.max_connections.", ss.refused);
+  metric(w, "intake_protocol_errors_total", "counter",
+         "Gateway connections closed with a ProtocolError.", ss.protocol_errors);
+  metric(w, "intake_auth_failures_total", "counter", "HELLOs with an unknown id or wrong token.",
+         ss.auth_failures);
+  metric(w, "intake_backpressure_pauses_total", "counter",
+         "Times a connection stopped reading because Kafka was behind.", ss.paused);
+}
+
+size_t intake_admin_metrics(intake_admin_t *a, char *buf, size_t cap) {
+  intake_wbuf_t w;
+  intake_wbuf_init(&w, buf, cap);
+  render_metrics(a, &w);
+  return intake_wbuf_finish(&w);
+}
+
+/* ---- HTTP ---------------------------------------------------------------------------------- */
+
+typedef struct {
+  size_t body;                  /* request body bytes seen */
+} request_t;
+
+static const char TEXT[] = "text/plain; charset=utf-8";
+
+/* Queues a response; `body` is copied unless `owned` (then MHD frees it). */
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
+                             char *body, size_t len, int owned, const char *allow) {
+  struct MHD_Response *resp = MHD_create_response_from_buffer(
+      len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+  if (!resp) {
+    if (owned)
+      free(body);
+    return MHD_NO;
+  }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  if (allow)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+  enum MHD_Result rc = MHD_queue_response(conn, status, resp);
+  MHD_destroy_response(resp);
+  return rc;
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text) {
+  return reply(conn, status, TEXT, (char *)text, strlen(text), 0, NULL);
+}
+
+static enum MHD_Result serve_metrics(intake_admin_t *a, struct MHD_Connection *conn) {
+  size_t cap = METRICS_GUESS;
+  char *buf = malloc(cap);
+  if (!buf)
+    return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+  size_t len = intake_admin_metrics(a, buf, cap);
+  if (len >= cap) { /* nothing changes between the passes: this runs on the loop thread */
+    cap = len + 1;
+    char *nb = realloc(buf, cap);
+    if (!nb) {
+      free(buf);
+      return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    }
+    buf = nb;
+    len = intake_admin_metrics(a, buf, cap);
+  }
+  return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, 1, NULL);
+}
+
+static enum MHD_Result serve_readyz(intake_admin_t *a, struct MHD_Connection *conn) {
+  if (intake_server_stopping(a->server))
+    return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: shutting down\n");
+  if (!intake_pipeline_kafka_ready(intake_server_pipeline(a->server)))
+    return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                      "not ready: no Kafka broker reachable\n");
+  return reply_text(conn, MHD_HTTP_OK, "ready\n");
+}
+
+static enum MHD_Result serve_reload(intake_admin_t *a, struct MHD_Connection *conn) {
+  if (!a->reload)
+    return reply_text(conn, MHD_HTTP_NOT_IMPLEMENTED, "reload is not available\n");
+  if (intake_server_stopping(a->server))
+    return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down\n");
+  char err[1024] = "", body[1100];
+  int rc = a->reload(a->reload_ctx, err, sizeof err);
+  if (rc == 0)
+    return reply_text(conn, MHD_HTTP_OK, "reloaded\n");
+  err[sizeof err - 1] = '\0';
+  if (err[0])
+    snprintf(body, sizeof body, "%s\n", err);
+  else
+    snprintf(body, sizeof body, "reload failed: %s\n", strerror(rc < 0 ? -rc : rc));
+  return reply_text(conn, rc == -EINVAL ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                    body);
+}
+
+typedef struct {
+  const char *path;
+  int post;                     /* POST only; else GET and HEAD */
+  enum MHD_Result (*serve)(intake_admin_t *, struct MHD_Connection *);
+} route_t;
+
+static enum MHD_Result serve_healthz(intake_admin_t *a, struct MHD_Connection *conn) {
+  (void)a; /* answering at all proves the loop turns */
+  return reply_text(conn, MHD_HTTP_OK, "ok\n");
+}
+
+static const route_t routes[] = {
+    {"/metrics", 0, serve_metrics},
+    {"/healthz", 0, serve_healthz},
+    {"/readyz", 0, serve_readyz},
+    {"/-/reload", 1, serve_reload},
+};
+
+static enum MHD_Result dispatch(intake_admin_t *a, struct MHD_Connection *conn, const char *url,
+                                const char *method) {
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    if (strcmp(url, routes[i].path) != 0)
+      continue;
+    int ok = routes[i].post ? !strcmp(method, MHD_HTTP_METHOD_POST)
+                            : !strcmp(method, MHD_HTTP_METHOD_GET) ||
+                                  !strcmp(method, MHD_HTTP_METHOD_HEAD);
+    if (!ok) {
+      const char *allow = routes[i].post ? "POST" : "GET, HEAD";
+      static const char msg[] = "method not allowed\n";
+      return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, TEXT, (char *)msg, sizeof msg - 1, 0, allow);
+    }
+    return routes[i].serve(a, conn);
+  }
+  return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+/* MHD calls this first with the headers (*state NULL), then once per piece of body, then once
+ * more with *upload_size 0: the response is queued on that last call. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **state) {
+  intake_admin_t *a = cls;
+  request_t *r = *state;
+  (void)version;
+  (void)upload;
+  if (!r) {
+    if (!(r = calloc(1, sizeof *r)))
+      return MHD_NO;
+    *state = r;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && (strlen(cl) > 9 || strtoull(cl, NULL, 10) > MAX_BODY))
+      return reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+    return MHD_YES;
+  }
+  if (*upload_size) {
+    r->body += *upload_size;
+    *upload_size = 0; /* consumed (and ignored) */
+    if (r->body > MAX_BODY) /* chunked: no Content-Length to check up front */
+      return reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+    return MHD_YES;
+  }
+  return dispatch(a, conn, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
+                         enum MHD_RequestTerminationCode why) {
+  (void)cls;
+  (void)conn;
+  (void)why;
+  free(*state);
+  *state = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  intake_admin_t *a = cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = '\0';
+  uint64_t held;
+  if (intake_log_allow(&a->error_log, &held))
+    LOG_WARN("admin http", "error=\"%s\" suppressed=%llu", msg, (unsigned long long)held);
+}
+
+/* ---- loop integration ---------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+/* MHD_run() processes whatever is ready (epoll_wait with timeout 0); MHD_get_timeout() then says
+ * when it must run again: 0 when it left work pending (its edge-triggered ready list), the next
+ * connection timeout otherwise, or no timeout at all. */
+static void run(intake_admin_t *a) {
+  MHD_run(a->mhd);
+  MHD_UNSIGNED_LONG_LONG ms;
+  if (MHD_get_timeout(a->mhd, &ms) == MHD_YES)
+    uv_timer_start(&a->timer, on_timer, ms, 0);
+  else
+    uv_timer_stop(&a->timer);
+}
+
+static void on_timer(uv_timer_t *t) { run(t->data); }
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  (void)status;
+  (void)events;
+  run(p->data);
+}
+
+static void format_address(intake_admin_t *a, const intake_config_t *cfg, uint16_t port) {
+  if (strchr(cfg->admin_address, ':'))
+    snprintf(a->address, sizeof a->address, "[%s]:%u", cfg->admin_address, port);
+  else
+    snprintf(a->address, sizeof a->address, "%s:%u", cfg->admin_address, port);
+}
+
+intake_admin_t *intake_admin_create(uv_loop_t *loop, const intake_config_t *cfg,
+                                    intake_server_t *server, const char *version,
+                                    intake_admin_reload_cb reload, void *reload_ctx, char *err,
+                                    size_t errlen) {
+  struct sockaddr_storage addr;
+  memset(&addr, 0, sizeof addr);
+  unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+  int rc;
+  if (strchr(cfg->admin_address, ':')) {
+    rc = uv_ip6_addr(cfg->admin_address, cfg->admin_port, (struct sockaddr_in6 *)&addr);
+    flags |= MHD_USE_IPv6;
+  } else {
+    rc = uv_ip4_addr(cfg->admin_address, cfg->admin_port, (struct sockaddr_in *)&addr);
+  }
+  if (rc < 0) {
+    snprintf(err, errlen, "admin.address: %s: %s", cfg->admin_address, uv_strerror(rc));
+    return NULL;
+  }
+  intake_admin_t *a = calloc(1, sizeof *a);
+  if (!a) {
+    snprintf(err, errlen, "admin: out of memory");
+    return NULL;
+  }
+  a->loop = loop;
+  a->server = server;
+  a->version = version;
+  a->reload = reload;
+  a->reload_ctx = reload_ctx;
+  a->error_log.interval_ms = 1000;
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  a->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+
+  /* Without MHD_USE_INTERNAL_POLLING_THREAD (or thread-per-connection) MHD starts no thread:
+   * everything happens inside MHD_run(), called from this loop. */
+  a->mhd = MHD_start_daemon(
+      flags, cfg->admin_port, NULL, NULL, on_request, a,
+      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a, /* first, or MHD warns on stderr */
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+      MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_LIMIT,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+      MHD_OPTION_END);
+  if (!a->mhd) {
+    /* MHD says why through the logger; errno is what bind() left. */
+    snprintf(err, errlen, "admin.address: cannot listen on %s:%u: %s", cfg->admin_address,
+             cfg->admin_port, strerror(errno ? errno : EADDRINUSE));
+    free(a);
+    return NULL;
+  }
+  const union MHD_DaemonInfo *port = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  const union MHD_DaemonInfo *efd = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+  if (!efd) {
+    snprintf(err, errlen, "admin: libmicrohttpd has no epoll support");
+    MHD_stop_daemon(a->mhd);
+    free(a);
+    return NULL;
+  }
+  format_address(a, cfg, port ? port->port : cfg->admin_port);
+  uv_poll_init(loop, &a->poll, efd->epoll_fd);
+  uv_timer_init(loop, &a->timer);
+  a->poll.data = a->timer.data = a;
+  a->handles_open = 2;
+  uv_poll_start(&a->poll, UV_READABLE, on_poll);
+  run(a); /* arms the timer if MHD wants one */
+  return a;
+}
+
+const char *intake_admin_address(const intake_admin_t *a) { return a->address; }
+
+static void on_handle_closed(uv_handle_t *h) {
+  intake_admin_t *a = h->data;
+  if (--a->handles_open > 0)
+    return;
+  void (*done)(void *) = a->done;
+  void *arg = a->done_arg;
+  free(a);
+  if (done)
+    done(arg);
+}
+
+void intake_admin_close(intake_admin_t *a, void (*done)(void *), void *arg) {
+  a->done = done;
+  a->done_arg = arg;
+  /* The poll handle lets go of the epoll descriptor now (uv_close stops it at once), so MHD may
+   * close the descriptor right after. */
+  uv_close((uv_handle_t *)&a->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&a->timer, on_handle_closed);
+  MHD_stop_daemon(a->mhd);
+  a->mhd = NULL;
+}
