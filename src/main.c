@@ -205,8 +205,8 @@ int main(int argc, char **argv) {
     uv_timer_start(&d.stats, on_stats, d.cfg->stats_interval_ms, d.cfg->stats_interval_ms);
 
   uv_timer_init(d.loop, &d.watchdog);
-  if ((&d.cfg)->admin_enabled) {
-    d.admin = intake_admin_create(d.loop, (&d.cfg), d.server, INTAKE_VERSION, NULL, NULL, err,
+  if (d.cfg->admin_enabled) {
+    d.admin = intake_admin_create(d.loop, d.cfg, d.server, INTAKE_VERSION, NULL, NULL, err,
                                   sizeof err);
     if (!d.admin) {
       LOG_ERROR("cannot start", "config=%s error=\"%s\"", path, err);
