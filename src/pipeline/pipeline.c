@@ -69,6 +69,7 @@ struct intake_pipeline {
   uint64_t jobs;
   uint64_t high_water, low_water;   /* records in flight: refuse above high, resume below low */
   int refused;                      /* a submit was refused since the last resume */
+  int closing;                      /* intake_pipeline_close() was called */
   intake_log_limit_t delivery_log, produce_log; /* one line a second at most */
   intake_gateway_stats_t **gateways;  /* registry, INTAKE_MAX_GATEWAY_STATS + 1 ("_other") */
   size_t n_gateways;
@@ -196,7 +197,8 @@ static void job_release(intake_pipeline_t *p, intake_job_t *job) {
     return;
   job->next_ready = p->ready;
   p->ready = job;
-  uv_idle_start(&p->idle, on_idle);
+  if (!p->closing) /* after close, destroy() finishes what is on the list */
+    uv_idle_start(&p->idle, on_idle);
 }
 
 static void maybe_resume(intake_pipeline_t *p) {
@@ -788,6 +790,7 @@ fail:
 static void on_closed(uv_handle_t *h) { (void)h; }
 
 void intake_pipeline_close(intake_pipeline_t *p) {
+  p->closing = 1;
   uv_close((uv_handle_t *)&p->idle, on_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_closed);
   intake_sink_close(p->sink);
