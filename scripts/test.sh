@@ -2,10 +2,11 @@
 # The whole test suite: installs what is missing (Debian packages, the Kafka broker jars from
 # Maven Central), builds with -Werror, and runs unit and integration tests against a real Kafka
 # broker that CTest starts on loopback and stops afterwards; then the same suite again built
-# with AddressSanitizer + UndefinedBehaviorSanitizer, and valgrind memcheck over the unit tests.
+# with AddressSanitizer + UndefinedBehaviorSanitizer, valgrind memcheck over the unit tests, and
+# a short libFuzzer run of every fuzz target (tests/fuzz/run.sh, clang, into build-fuzz).
 #
 #   scripts/test.sh            everything (what CI runs)
-#   scripts/test.sh --quick    one build, no sanitizers, no valgrind
+#   scripts/test.sh --quick    one build, no sanitizers, no valgrind, no fuzzing
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 quick=0
@@ -35,4 +36,7 @@ for t in "$root"/build-test/tests/test_*; do
   valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite "$t" >/dev/null \
     || { echo "valgrind: errors in $(basename "$t")"; exit 1; }
 done
+
+echo "== fuzz: every libFuzzer target for ${INTAKE_FUZZ_SECONDS:-20} s"
+JOBS=$jobs bash "$root/tests/fuzz/run.sh" "${INTAKE_FUZZ_SECONDS:-20}"
 echo "== all tests passed"
