@@ -136,12 +136,15 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   metric(w, "intake_batches_in_flight", "gauge", "Batches not yet acknowledged.",
          intake_pipeline_jobs(p));
 
-  metric(w, "intake_records_in_flight", "gauge", "Kafka records produced and not yet reported.",
+  metric(w, "intake_records_in_flight", "gauge",
+         "Kafka records produced and not yet reported (dead-letter records included).",
          c->records_in_flight);
   metric(w, "intake_records_delivered_total", "counter",
-         "Kafka records confirmed (every topic, dead-letter included).", c->records_delivered);
+         "Kafka records confirmed on the routed topics (dead-letter records not included).",
+         c->records_delivered);
   metric(w, "intake_records_failed_total", "counter",
-         "Kafka records that failed (every topic, dead-letter included).", c->records_failed);
+         "Kafka records that failed on the routed topics (dead-letter records not included).",
+         c->records_failed);
   metric(w, "intake_dead_letter_records_delivered_total", "counter",
          "Dead-letter records confirmed.", c->dead_letter_delivered);
   metric(w, "intake_dead_letter_records_failed_total", "counter", "Dead-letter records that failed.",
