@@ -601,6 +601,23 @@ static void test_parse_bytes(void **state) {
   assert_true(v == UINT64_MAX);
 }
 
+/* The container's config (docker/intaked.yaml) stays valid: brokers mode, all interfaces. */
+static void test_docker_config(void **state) {
+  intake_config_t c;
+  int rc = intake_config_load(&c, INTAKE_SOURCE_DIR "/docker/intaked.yaml", err, sizeof err);
+  if (rc != 0)
+    print_error("%s\n", err);
+  assert_int_equal(rc, 0);
+  assert_int_equal(c.kafka_mode, INTAKE_KAFKA_BROKERS);
+  assert_string_equal(c.kafka_brokers, "kafka:9092");
+  assert_string_equal(c.listen_address, "0.0.0.0");
+  assert_int_equal(c.listen_port, 7400);
+  assert_true(c.admin_enabled);
+  assert_string_equal(c.admin_address, "0.0.0.0");
+  assert_int_equal(c.admin_port, 9400); /* the image's HEALTHCHECK port */
+  intake_config_dispose(&c);
+}
+
 /* log.format, admin.*, routes.rules[].encoding. */
 static void test_ops_keys(void **state) {
   intake_config_t c;
@@ -637,6 +654,7 @@ static void test_ops_keys(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ops_keys),
+      cmocka_unit_test(test_docker_config),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_empty_is_defaults),
       cmocka_unit_test(test_shipped_config),
