@@ -90,10 +90,12 @@ static inline int fuzz_inside(const void *p, size_t n, const uint8_t *lo, const 
  *    refused here.
  *    So acceptance is compared only for "canonical" inputs (fuzz_pb_canonical()): every tag and
  *    length minimally encoded in at most 5 bytes, field numbers 1..2^29-1, field 11 a varint.
- *  - A repeated embedded message (location) is merged by protobuf-c's merge_messages(), which
- *    keeps the earlier value of a proto3 field whose later value is zero/empty; intake (like the
- *    C++ parser) parses the later occurrence over the earlier one, so an explicit lon = 0.0 in
- *    the second occurrence wins. Location values are compared only when it occurs once.
+ *  - A repeated embedded message (location) is merged differently: protobuf-c's
+ *    merge_messages() drops an earlier double the later occurrence leaves out
+ *    (location {lon: 500} then location {region: "1"} gives lon 0 there), while intake parses
+ *    the later occurrence over the earlier one and keeps lon 500, as the spec's MergeFrom
+ *    semantics say (and then rejects it: bad_location). Location values are compared only
+ *    when it occurs once.
  *  - uint32 and enum fields: protobuf-c keeps the low 32 bits of a wider varint, as the spec
  *    says; intake clamps to UINT32_MAX so that validation refuses it (severity 2^32+1 is not
  *    severity 1). Values are compared unless intake clamped.
