@@ -223,6 +223,9 @@ static const key_def_t keys[] = {
     BYTES("validate.max_attribute_bytes", max_attribute_bytes, 256, 1, 64 * KIB),
     /* Kafka's default message.max.bytes is ~1 MB and the payload travels in the record. */
     BYTES("validate.max_payload_bytes", max_payload_bytes, 4 * KIB, 0, 1 * MIB),
+    /* Below librdkafka's default message.max.bytes (1,000,000) with room for key and headers:
+     * a larger record would fail to produce on every retransmit. */
+    BYTES("validate.max_event_bytes", max_event_bytes, 64 * KIB, 1 * KIB, 900 * KIB),
     DURATION("validate.max_future_skew", max_future_skew_ms, 10 * MIN, 1 * SEC, 1 * DAY, 0),
     DURATION("validate.max_event_age", max_event_age_ms, 7 * DAY, 1 * MIN, 365 * DAY, 0),
     BYTES("validate.max_decompressed_bytes", max_decompressed_bytes, 8 * MIB, 1 * KIB, 256 * MIB),
@@ -230,6 +233,9 @@ static const key_def_t keys[] = {
     DURATION("dedup.window", dedup_window_ms, 10 * MIN, 1 * SEC, 7 * DAY, 0),
     BYTES("dedup.memory", dedup_memory_bytes, 256 * MIB, 1 * MIB, 64 * GIB),
     BYTES("dedup.sequence_memory", dedup_seq_memory_bytes, 64 * MIB, 1 * MIB, 64 * GIB),
+    OPT_STR("dedup.snapshot_path", dedup_snapshot_path, check_nonempty),
+    DURATION("dedup.snapshot_interval", dedup_snapshot_interval_ms, 30 * SEC, 1 * SEC, 1 * DAY,
+             KF_ZERO_OFF),
 
     STR("routes.default_topic", default_topic, "intake.events", check_topic),
     STR("routes.dead_letter_topic", dead_letter_topic, "intake.deadletter", check_topic),
@@ -1232,6 +1238,9 @@ void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *run
   if (next->dedup_seq_memory_bytes != running->dedup_seq_memory_bytes)
     NOTE_CHANGED("dedup.sequence_memory");
   next->dedup_seq_memory_bytes = running->dedup_seq_memory_bytes;
+  if (str_differs(next->dedup_snapshot_path, running->dedup_snapshot_path))
+    NOTE_CHANGED("dedup.snapshot_path");
+  swap_str(&next->dedup_snapshot_path, &running->dedup_snapshot_path);
   if (next->admin_enabled != running->admin_enabled)
     NOTE_CHANGED("admin.enabled");
   next->admin_enabled = running->admin_enabled;

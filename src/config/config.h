@@ -99,6 +99,8 @@ typedef struct intake_config {
   uint32_t max_attribute_bytes;     /* validate.max_attribute_bytes (key or value), default 256,
                                        1..64 KiB */
   uint32_t max_payload_bytes;       /* validate.max_payload_bytes, default 4 KiB, 0..1 MiB */
+  uint32_t max_event_bytes;         /* validate.max_event_bytes: a whole serialized event,
+                                       default 64 KiB, 1 KiB..900 KiB */
   uint64_t max_future_skew_ms;      /* validate.max_future_skew, default 10m, 1s..1d */
   uint64_t max_event_age_ms;        /* validate.max_event_age, default 7d, 1m..365d */
   uint32_t max_decompressed_bytes;  /* validate.max_decompressed_bytes, default 8 MiB,
@@ -109,6 +111,12 @@ typedef struct intake_config {
   uint64_t dedup_memory_bytes;      /* dedup.memory (event-id table), default 256 MiB, 1 MiB..64 GiB */
   uint64_t dedup_seq_memory_bytes;  /* dedup.sequence_memory (per-source windows), default
                                        64 MiB, 1 MiB..64 GiB */
+  char *dedup_snapshot_path;        /* dedup.snapshot_path, default NULL = the dedup state is
+                                       not persisted; else saved there (atomically: a temp file
+                                       beside it, renamed) and loaded at start; kept as written
+                                       (relative = to the working directory) */
+  uint64_t dedup_snapshot_interval_ms; /* dedup.snapshot_interval, default 30s; 0 = only at
+                                       shutdown, else 1s..1d */
 
   /* routes: */
   char *default_topic;              /* routes.default_topic, default "intake.events" */
@@ -164,7 +172,7 @@ void intake_config_dispose(intake_config_t *cfg);
 
 /* For a reload: the keys that take effect only at a restart (listen.*address/port, kafka.mode,
  * brokers, embedded_partitions, delivery_timeout, properties, dedup.memory, sequence_memory,
- * admin.*) keep their running values in `next` (values are swapped, so disposing both configs
+ * snapshot_path, admin.*) keep their running values in `next` (values are swapped, so disposing both configs
  * stays correct). `changed` gets the names of those keys that the new file changed, space
  * separated ("" when none), for a warning. */
 void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *running, char *changed,

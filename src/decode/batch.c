@@ -93,6 +93,16 @@ intake_batch_status_t intake_batch_open(intake_decoder_t *d, const uint8_t *payl
     *detail = "events_zstd frame does not record its content size";
     return INTAKE_BATCH_BAD_ZSTD;
   }
+  size_t frame_len = ZSTD_findFrameCompressedSize(z, zlen);
+  if (ZSTD_isError(frame_len) || frame_len != zlen) {
+    *detail = "events_zstd must be exactly one zstd frame";
+    return INTAKE_BATCH_BAD_ZSTD;
+  }
+  if (size == 0) { /* an empty frame, or a skippable one: no events */
+    static const uint8_t nothing[1];
+    b->_p = b->_end = nothing;
+    return INTAKE_BATCH_OK;
+  }
   if (size > d->max) {
     *detail = "events_zstd content size is over validate.max_decompressed_bytes";
     return INTAKE_BATCH_BAD_ZSTD;

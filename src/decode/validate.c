@@ -92,6 +92,8 @@ intake_reject_t intake_validate(const intake_event_t *ev, const intake_config_t 
                                 int64_t now_ms, char *detail, size_t len) {
   intake_reject_t r;
   detail[0] = '\0';
+  if (ev->raw_len > cfg->max_event_bytes)
+    FAIL(INTAKE_REJECT_FIELD_TOO_LONG, "event: %u bytes, max %u", ev->raw_len, cfg->max_event_bytes);
   if (ev->source_id.len == 0)
     FAIL(INTAKE_REJECT_MISSING_SOURCE_ID, "source_id: missing");
   if (ev->event_id.len == 0)
@@ -107,7 +109,8 @@ intake_reject_t intake_validate(const intake_event_t *ev, const intake_config_t 
   if (ev->severity > INTAKE_MAX_SEVERITY)
     FAIL(INTAKE_REJECT_BAD_SEVERITY, "severity: %u, max %u", ev->severity, INTAKE_MAX_SEVERITY);
   if (ev->time_ms <= 0)
-    FAIL(INTAKE_REJECT_BAD_TIME, "time_ms: missing");
+    FAIL(INTAKE_REJECT_BAD_TIME, "time_ms: missing, or not after 1970-01-01 (%lld)",
+         (long long)ev->time_ms);
   if (ev->time_ms > now_ms && (uint64_t)(ev->time_ms - now_ms) > cfg->max_future_skew_ms)
     FAIL(INTAKE_REJECT_BAD_TIME, "time_ms: %lld ms in the future, max %llu",
          (long long)(ev->time_ms - now_ms), (unsigned long long)cfg->max_future_skew_ms);

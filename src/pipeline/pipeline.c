@@ -12,6 +12,7 @@
 #include "decode/batch.h"
 #include "decode/event.h"
 #include "dedup/dedup.h"
+#include "pipeline/persist.h"
 #include "route/route.h"
 #include "sink/sink.h"
 
@@ -56,6 +57,7 @@ struct intake_pipeline {
   void *ctx;
   intake_decoder_t *decoder;
   intake_dedup_t *dedup;
+  intake_persist_t *persist;        /* dedup snapshots; NULL when dedup.snapshot_path is unset */
   intake_router_t *router;
   intake_sink_t *sink;
   intake_sink_topic_t **topics;     /* by router topic index */
@@ -332,6 +334,15 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
   COUNT(p, job, rejected, 1);
   p->c.rejected_by_reason[reason]++;
   const char *rname = intake_reject_name(reason);
+  /* The dead-letter record must itself fit in Kafka, whatever the gateway sent: the value is
+   * cut at validate.max_event_bytes (the header "truncated_from" then gives the size sent), and
+   * an over-long source id is no key. */
+  char original[24] = "";
+  size_t original_len = 0;
+  if (raw_len > p->cfg->max_event_bytes) {
+    original_len = (size_t)snprintf(original, sizeof original, "%u", raw_len);
+    raw_len = p->cfg->max_event_bytes;
+  }
   intake_sink_header_t h[] = {
       {"gateway_id", bc->gateway_id, bc->gateway_id_len},
       {"received_ms", bc->received, bc->received_len},
@@ -339,13 +350,17 @@ static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const ui
       {"reject_detail", detail, strlen(detail)},
       {"schema", "intake.v1.Event", 15},
       {"content-type", "application/x-protobuf", 22},
+      {"truncated_from", original, original_len},
   };
-  const void *key = ev && ev->source_id.len ? ev->source_id.ptr : NULL;
+  size_t n_headers = sizeof h / sizeof h[0] - (original_len ? 0 : 1);
+  const void *key = ev && ev->source_id.len && ev->source_id.len <= p->cfg->max_id_bytes
+                        ? ev->source_id.ptr
+                        : NULL;
   size_t key_len = key ? ev->source_id.len : 0;
   e->kind = PEND_DEAD_LETTER;
   e->records_left = 1;
-  int rc = intake_sink_produce(p->sink, p->dead_letter, key, key_len, raw, raw_len, h,
-                               sizeof h / sizeof h[0], e);
+  int rc = intake_sink_produce(p->sink, p->dead_letter, key, key_len, raw, raw_len, h, n_headers,
+                               e);
   if (rc < 0) {
     p->c.dead_letter_failed++;
     job->failed = 1;
@@ -552,16 +567,24 @@ void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_
   intake_dedup_stats(p->dedup, out);
 }
 
+void intake_pipeline_snapshot_stats(const intake_pipeline_t *p, intake_snapshot_stats_t *out) {
+  intake_persist_stats(p->persist, out);
+}
+
 void intake_pipeline_log_stats(const intake_pipeline_t *p) {
   const intake_counters_t *c = &p->c;
   intake_dedup_stats_t ds;
   intake_dedup_stats(p->dedup, &ds);
+  intake_snapshot_stats_t ss;
+  intake_persist_stats(p->persist, &ss);
   LOG_INFO("stats",
            "received=%llu delivered=%llu duplicate=%llu rejected=%llu failed=%llu in_flight=%llu "
            "batches=%llu batches_ok=%llu batches_retry=%llu batches_rejected=%llu "
            "records_delivered=%llu records_failed=%llu dead_letter_delivered=%llu "
            "dead_letter_failed=%llu kafka_queue=%llu dedup_entries=%llu dedup_sources=%llu "
-           "dedup_bytes=%llu dedup_evictions=%llu",
+           "dedup_bytes=%llu dedup_evictions=%llu dedup_snapshots=%llu dedup_snapshot_failed=%llu "
+           "dedup_snapshot_ms=%llu dedup_snapshot_keys=%llu dedup_snapshot_loaded=%llu "
+           "dedup_snapshot_load_errors=%llu",
            (unsigned long long)c->received, (unsigned long long)c->delivered,
            (unsigned long long)c->duplicate, (unsigned long long)c->rejected,
            (unsigned long long)c->failed, (unsigned long long)c->in_flight,
@@ -571,11 +594,16 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            (unsigned long long)c->dead_letter_delivered, (unsigned long long)c->dead_letter_failed,
            (unsigned long long)intake_sink_queue_depth(p->sink), (unsigned long long)ds.entries,
            (unsigned long long)ds.sources, (unsigned long long)ds.bytes,
-           (unsigned long long)ds.evictions);
+           (unsigned long long)ds.evictions, (unsigned long long)ss.written,
+           (unsigned long long)ss.failed, (unsigned long long)ss.last_ms,
+           (unsigned long long)ss.last_keys, (unsigned long long)ss.loaded_keys,
+           (unsigned long long)ss.load_errors);
 }
 
 static void on_sweep(uv_timer_t *t) {
   intake_pipeline_t *p = t->data;
+  if (intake_persist_scanning(p->persist))
+    return; /* a snapshot is exporting the tables: a deletion could shift a key past its scan */
   /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick. */
   intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
 }
@@ -744,6 +772,18 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
              (unsigned long long)cfg->dedup_seq_memory_bytes);
     goto fail;
   }
+  /* Before anything is served: retransmits of what was delivered before a restart are
+   * recognized from the first batch. */
+  if (cfg->dedup_snapshot_path) {
+    p->persist = intake_persist_create(loop, p->dedup, cfg->dedup_snapshot_path,
+                                       cfg->dedup_snapshot_interval_ms);
+    if (!p->persist)
+      goto oom;
+  } else if (cfg->kafka_mode == INTAKE_KAFKA_BROKERS) {
+    LOG_WARN("dedup state is not persisted (dedup.snapshot_path unset): after a restart, "
+             "retransmits of events delivered before it are produced again",
+             NULL);
+  }
   p->topic_stats = calloc(MAX_TOPIC_STATS, sizeof *p->topic_stats);
   p->route_stats = calloc(MAX_ROUTE_STATS, sizeof *p->route_stats);
   p->gateways = calloc(INTAKE_MAX_GATEWAY_STATS + 1, sizeof *p->gateways);
@@ -765,6 +805,7 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   uv_timer_init(loop, &p->sweep_timer);
   p->sweep_timer.data = p;
   uv_timer_start(&p->sweep_timer, on_sweep, 100, 100);
+  intake_persist_start(p->persist);
   return p;
 
 oom:
@@ -777,6 +818,7 @@ fail:
     routing_free(&built);
     if (p->sink)
       intake_sink_destroy(p->sink);
+    intake_persist_destroy(p->persist);
     intake_dedup_destroy(p->dedup);
     intake_decoder_destroy(p->decoder);
     free_stats(p);
@@ -793,6 +835,9 @@ void intake_pipeline_close(intake_pipeline_t *p) {
   p->closing = 1;
   uv_close((uv_handle_t *)&p->idle, on_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_closed);
+  /* The final dedup snapshot: every job has completed (or the shutdown deadline passed, and
+   * what Kafka confirms from here on is not in it). */
+  intake_persist_close(p->persist);
   intake_sink_close(p->sink);
 }
 
@@ -809,6 +854,7 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
   routing_t r;
   routing_uninstall(p, &r);
   routing_free(&r);
+  intake_persist_destroy(p->persist);
   intake_dedup_destroy(p->dedup);
   intake_decoder_destroy(p->decoder);
   free_stats(p);
@@ -834,5 +880,6 @@ int intake_pipeline_reload(intake_pipeline_t *p, const intake_config_t *cfg, cha
   routing_install(p, &fresh);
   p->cfg = cfg;
   intake_dedup_set_window(p->dedup, cfg->dedup_window_ms);
+  intake_persist_set_interval(p->persist, cfg->dedup_snapshot_interval_ms);
   return 0;
 }
