@@ -1,5 +1,6 @@
 /* intaked: takes alert streams from sensor gateways, de-duplicates and routes them, and writes
  * them to Kafka; a gateway's batch is acknowledged only once Kafka has every event of it. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,16 +83,16 @@ static void on_stats(uv_timer_t *t) {
 /* Reads the config file again and applies what can change live: routes, limits, windows,
  * tokens, log level and format, stats interval. Connections, in-flight batches and dedup state
  * are untouched. A file that fails validation changes nothing. Returns 0 or -1 (err set). */
-static int daemon_reload(daemon_t *d, char *err, size_t errlen) {
+static int daemon_reload_config(daemon_t *d, char *err, size_t errlen) {
   intake_config_t *next = calloc(1, sizeof *next);
   if (!next) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return -ENOMEM;
   }
   if (intake_config_load(next, d->path, err, errlen) < 0) {
     free(next);
     LOG_ERROR("reload refused: the running config stays", "error=\"%s\"", err);
-    return -1;
+    return -EINVAL;
   }
   char changed[512];
   intake_config_keep_restart_only(next, d->cfg, changed, sizeof changed);
@@ -102,7 +103,7 @@ static int daemon_reload(daemon_t *d, char *err, size_t errlen) {
     intake_config_dispose(next);
     free(next);
     LOG_ERROR("reload refused: the running config stays", "error=\"%s\"", err);
-    return -1;
+    return -EINVAL; /* a router the new rules cannot build, an unreadable tokens file, ... */
   }
   intake_log_set_level(next->log_level);
   intake_log_set_format(next->log_format);
@@ -116,6 +117,13 @@ static int daemon_reload(daemon_t *d, char *err, size_t errlen) {
   d->cfg = next;
   LOG_INFO("reloaded", "config=%s rules=%zu", d->path, next->n_rules);
   return 0;
+}
+
+static int daemon_reload(void *ctx, char *err, size_t errlen) {
+  intake_notify_reloading();
+  int rc = daemon_reload_config(ctx, err, errlen);
+  intake_notify_ready(NULL);
+  return rc;
 }
 
 static void on_sighup(uv_signal_t *h, int signum) {
@@ -206,7 +214,7 @@ int main(int argc, char **argv) {
 
   uv_timer_init(d.loop, &d.watchdog);
   if (d.cfg->admin_enabled) {
-    d.admin = intake_admin_create(d.loop, d.cfg, d.server, INTAKE_VERSION, NULL, NULL, err,
+    d.admin = intake_admin_create(d.loop, d.cfg, d.server, INTAKE_VERSION, daemon_reload, &d, err,
                                   sizeof err);
     if (!d.admin) {
       LOG_ERROR("cannot start", "config=%s error=\"%s\"", path, err);

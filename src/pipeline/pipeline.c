@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "decode/batch.h"
 #include "decode/event.h"
+#include "encode/json.h"
 #include "dedup/dedup.h"
 #include "pipeline/persist.h"
 #include "route/route.h"
@@ -64,6 +65,8 @@ struct intake_pipeline {
   intake_sink_topic_t *dead_letter;
   intake_event_t *events;           /* scratch: the batch being submitted */
   uint32_t events_cap;              /* entries in events and parsed */
+  char *json;                       /* scratch: an event rendered for a JSON route */
+  size_t json_cap;                  /* 6 * validate.max_event_bytes + 512 (json.h's bound) */
   uint8_t *parsed;                  /* scratch: 1 = events[i] parsed and valid */
   intake_job_t *ready;              /* jobs completed, to report from the idle callback */
   uv_idle_t idle;
@@ -386,19 +389,30 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
   e->records_left = 0;
   COUNT(p, job, in_flight, 1);
   job->pending++;
+  size_t json_len = 0; /* rendered on the first JSON route, then shared by the others */
   for (size_t t = 0; t < n; t++) {
     const char *route = intake_router_rule_name(p->router, targets[t].rule);
+    const void *value = ev->raw;
+    size_t value_len = ev->raw_len;
+    int json = intake_router_rule_encoding(p->router, targets[t].rule) == INTAKE_ENCODING_JSON;
+    if (json) {
+      if (!json_len) /* fits: the buffer holds intake_event_json_bound() of the largest event */
+        json_len = intake_event_to_json(ev, p->json, p->json_cap);
+      value = p->json;
+      value_len = json_len;
+    }
     intake_sink_header_t h[] = {
         {"gateway_id", bc->gateway_id, bc->gateway_id_len},
         {"received_ms", bc->received, bc->received_len},
         {"route", route, strlen(route)},
         {"schema", "intake.v1.Event", 15},
         {"dedup_key", dedup_key, 32},
-        {"content-type", "application/x-protobuf", 22},
+        json ? (intake_sink_header_t){"content-type", "application/json", 16}
+             : (intake_sink_header_t){"content-type", "application/x-protobuf", 22},
     };
     int rc = intake_sink_produce(p->sink, p->topics[targets[t].topic], ev->source_id.ptr,
-                                 ev->source_id.len, ev->raw, ev->raw_len, h,
-                                 sizeof h / sizeof h[0], e);
+                                 ev->source_id.len, value, value_len, h, sizeof h / sizeof h[0],
+                                 e);
     if (rc < 0) {
       /* Not queued (e.g. the queue is full despite the high-water mark): the event fails and
        * the batch is answered RETRY; never dropped silently. */
@@ -738,6 +752,15 @@ static int apply_limits(intake_pipeline_t *p, const intake_config_t *cfg) {
     p->parsed = parsed;
     p->events_cap = cfg->max_batch_events;
   }
+  size_t json_cap = 6 * (size_t)cfg->max_event_bytes + 513;
+  if (json_cap > p->json_cap) {
+    char *json = malloc(json_cap);
+    if (!json)
+      return -ENOMEM;
+    free(p->json);
+    p->json = json;
+    p->json_cap = json_cap;
+  }
   intake_decoder_t *dec = intake_decoder_create(cfg->max_decompressed_bytes);
   if (!dec)
     return -ENOMEM;
@@ -824,6 +847,7 @@ fail:
     free_stats(p);
     free(p->events);
     free(p->parsed);
+    free(p->json);
     free(p);
   }
   return NULL;
@@ -860,6 +884,7 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
   free_stats(p);
   free(p->events);
   free(p->parsed);
+  free(p->json);
   free(p);
 }
 

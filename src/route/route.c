@@ -38,6 +38,7 @@ typedef struct {
   uint16_t *topics;          /* indices into topic_names, distinct */
   uint32_t n_topics;
   bool stop;
+  intake_encoding_t encoding; /* record value of this rule's records */
 } rrule_t;
 
 struct intake_router {
@@ -179,6 +180,7 @@ static int compile_rule(intake_router_t *r, rrule_t *c, const intake_route_rule_
   c->severity_min = s->severity_min;
   c->severity_max = s->severity_max;
   c->stop = s->stop;
+  c->encoding = s->encoding;
   if (rstr_list(&c->types, &c->n_types, s->types, s->n_types) < 0 ||
       rstr_list(&c->prefixes, &c->n_prefixes, s->region_prefixes, s->n_region_prefixes) < 0)
     return -1;
@@ -348,4 +350,8 @@ size_t intake_router_n_rules(const intake_router_t *r) {
 
 const char *intake_router_rule_name(const intake_router_t *r, size_t rule) {
   return rule <= r->n_rules ? r->rule_names[rule] : NULL;
+}
+
+intake_encoding_t intake_router_rule_encoding(const intake_router_t *r, size_t rule) {
+  return rule < r->n_rules ? r->rules[rule].encoding : INTAKE_ENCODING_PROTOBUF;
 }

@@ -41,5 +41,7 @@ const char *intake_router_topic_name(const intake_router_t *r, size_t topic);
 /* Rule names; the last index is "default". */
 size_t intake_router_n_rules(const intake_router_t *r);
 const char *intake_router_rule_name(const intake_router_t *r, size_t rule);
+/* The record encoding of a rule's records (protobuf for "default"). */
+intake_encoding_t intake_router_rule_encoding(const intake_router_t *r, size_t rule);
 
 #endif

@@ -4,7 +4,7 @@
  *   sent and reconcile; the latency histogram is cumulative and ends with +Inf = count; every
  *   family has HELP and TYPE; label values are escaped; content type 0.0.4;
  * - /healthz 200, /readyz 200 with the live broker; HEAD; 404; 405 with Allow; 413; the reload
- *   endpoint without a callback 501;
+ *   endpoint: 200 for a valid config, 400 (and the old config kept) for an invalid one;
  * - a second intaked pointed at a dead broker (logging JSON): /readyz 503 while /healthz is
  *   200, then 503 "shutting down" while it drains after SIGTERM; its log is JSON lines. */
 #include <arpa/inet.h>
@@ -242,7 +242,31 @@ int main(void) {
   expect(addr, "HEAD", "/healthz", 200, "");
   expect(addr, "GET", "/nope", 404, "not found");
   expect(addr, "GET", "/metrics/x", 404, NULL);
-  expect(addr, "POST", "/-/reload", 501, "reload is not available");
+  expect(addr, "POST", "/-/reload", 200, "reloaded");
+  {
+    /* A config that fails validation: 400 with the error; the running config stays. */
+    char *good = NULL;
+    size_t good_len = 0;
+    FILE *f = fopen(d.config_path, "r");
+    IT_CHECK(f != NULL);
+    FILE *mem = open_memstream(&good, &good_len);
+    int ch;
+    while ((ch = fgetc(f)) != EOF)
+      fputc(ch, mem);
+    fclose(f);
+    fclose(mem);
+    f = fopen(d.config_path, "a");
+    fputs("bogus_section: 1\n", f);
+    fclose(f);
+    expect(addr, "POST", "/-/reload", 400, NULL);
+    char *line = itest_daemon_wait_log(&d, "reload refused", 10000);
+    IT_CHECKF(strstr(line, "bogus_section") != NULL, "refusal does not name the key: %s", line);
+    free(line);
+    f = fopen(d.config_path, "w");
+    fwrite(good, 1, good_len, f);
+    fclose(f);
+    free(good);
+  }
   http_t h = http(addr, "POST", "/metrics", 0);
   IT_CHECK_INT(h.status, 405);
   IT_CHECKF(strstr(h.headers, "Allow: GET, HEAD") != NULL, "405 without Allow: %s", h.headers);
