@@ -391,6 +391,8 @@ void intake_dedup_set_window(intake_dedup_t *d, uint64_t window_ms) {
   d->window_ticks = window_ticks(d->window_ms);
 }
 
+uint64_t intake_dedup_window_ms(const intake_dedup_t *d) { return d->window_ms; }
+
 void intake_dedup_probe_init(intake_dedup_probe_t *p, const char *source_id, size_t source_len,
                              const char *event_id, size_t event_len, uint64_t seq) {
   /* src = XXH3-128(source_id); key = XXH3-128(event_id, seed = src.lo) XOR src. Distinct sources
@@ -585,6 +587,83 @@ void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out) {
   out->bytes = sizeof *d + d->ev.bytes + d->src.bytes + (d->fl_mask + 1) * sizeof *d->fl;
   out->evictions = d->evictions;
   out->expired = d->expired;
+}
+
+/* ---- export and import (snapshots) -------------------------------------------------------- */
+
+size_t intake_dedup_export_keys(const intake_dedup_t *d, uint64_t now_ms, uint64_t *pos,
+                                intake_dedup_key_rec_t *out, size_t max) {
+  const tab_t *t = &d->ev;
+  uint64_t slots = (t->mask + 1) * BUCKET_SLOTS, i = *pos < slots ? *pos : slots;
+  uint64_t end = slots - i > max ? i + max : slots;
+  uint32_t tick = tick_of(now_ms);
+  size_t n = 0;
+  for (; i < end; i++) {
+    const slot_t *s = (const slot_t *)(const void *)(t->mem + i * EV_STRIDE);
+    if (s->hi && age_of(tick, s->ts) <= d->window_ticks)
+      out[n++] = (intake_dedup_key_rec_t){.hi = s->hi, .lo = s->lo, .tick = s->ts};
+  }
+  *pos = i;
+  return n;
+}
+
+size_t intake_dedup_export_sources(const intake_dedup_t *d, uint64_t now_ms, uint64_t *pos,
+                                   intake_dedup_source_rec_t *out, size_t max) {
+  const tab_t *t = &d->src;
+  uint64_t slots = (t->mask + 1) * BUCKET_SLOTS, i = *pos < slots ? *pos : slots;
+  uint64_t end = slots - i > max ? i + max : slots;
+  uint32_t tick = tick_of(now_ms);
+  size_t n = 0;
+  for (; i < end; i++) {
+    const src_slot_t *s = (const src_slot_t *)(const void *)(t->mem + i * SRC_STRIDE);
+    if (s->h.hi && age_of(tick, s->h.ts) <= d->window_ticks)
+      out[n++] = (intake_dedup_source_rec_t){
+          .hi = s->h.hi, .lo = s->h.lo, .tick = s->h.ts, .top = s->top, .bits = s->bits};
+  }
+  *pos = i;
+  return n;
+}
+
+/* The tick an imported entry is stored with, or -1 to skip it: past the window at `now`, or
+ * ahead of now (clamped to now, so a bad clock cannot make a key outlive its window). */
+static int64_t import_tick(const intake_dedup_t *d, uint32_t tick, uint32_t now) {
+  int32_t age = age_of(now, tick);
+  if (age > d->window_ticks)
+    return -1;
+  return age < 0 ? now : tick;
+}
+
+int intake_dedup_import_key(intake_dedup_t *d, const intake_dedup_key_rec_t *k, uint64_t now_ms) {
+  uint32_t now = tick_of(now_ms);
+  int64_t tick = import_tick(d, k->tick, now);
+  if (!k->hi || tick < 0)
+    return 0;
+  up_t how;
+  slot_t *s = tab_upsert(d, &d->ev, k->hi, k->lo, now, EV_STRIDE, &how);
+  if (!s)
+    return 0; /* NEVER */
+  if (how == UP_FRESH || age_of((uint32_t)tick, s->ts) > 0)
+    s->ts = (uint32_t)tick;
+  return 1;
+}
+
+int intake_dedup_import_source(intake_dedup_t *d, const intake_dedup_source_rec_t *r,
+                               uint64_t now_ms) {
+  uint32_t now = tick_of(now_ms);
+  int64_t tick = import_tick(d, r->tick, now);
+  if (!r->hi || tick < 0)
+    return 0;
+  up_t how;
+  src_slot_t *s =
+      (src_slot_t *)(void *)tab_upsert(d, &d->src, r->hi, r->lo, now, SRC_STRIDE, &how);
+  if (!s)
+    return 0; /* NEVER */
+  if (how == UP_FRESH || age_of((uint32_t)tick, s->h.ts) > 0) {
+    s->h.ts = (uint32_t)tick;
+    s->top = r->top;
+    s->bits = r->bits;
+  }
+  return 1;
 }
 
 /* Test hook, not in the header: checks every table invariant. Returns 0 or a negative line. */

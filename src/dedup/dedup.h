@@ -92,6 +92,9 @@ void intake_dedup_destroy(intake_dedup_t *d);
  * existing keys keep their commit times. Keys already swept do not come back. */
 void intake_dedup_set_window(intake_dedup_t *d, uint64_t window_ms);
 
+/* The window in force (as set, after clamping). */
+uint64_t intake_dedup_window_ms(const intake_dedup_t *d);
+
 /* Hashes one event (~14 ns for a 20-byte source and a 32-byte id). Any lengths; a pointer may be
  * NULL when its length is 0. seq = 0: the event has no sequence number. */
 void intake_dedup_probe_init(intake_dedup_probe_t *p, const char *source_id, size_t source_len,
@@ -140,5 +143,50 @@ size_t intake_dedup_sweep(intake_dedup_t *d, uint64_t now_ms, size_t budget);
 /* Fills every field. `entries` and `sources` count occupied slots, which include keys past their
  * window that the sweep has not reached yet. */
 void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out);
+
+/* ---- Export and import, for snapshots (dedup/snapshot.h) ---------------------------------- */
+
+/* A committed (source, event id) key as the event-id table holds it. */
+typedef struct {
+  uint64_t hi;                /* fingerprint bits 64..127; never 0 */
+  uint32_t lo;                /* fingerprint bits 0..31 */
+  uint32_t tick;              /* of its last commit: Unix ms / 10, modulo 2^32 */
+} intake_dedup_key_rec_t;
+
+/* A source's sequence window as the source table holds it. */
+typedef struct {
+  uint64_t hi;                /* source fingerprint bits 64..127; never 0 */
+  uint32_t lo;                /* bits 0..31 */
+  uint32_t tick;              /* of its last commit */
+  uint64_t top;               /* highest seq committed */
+  uint64_t bits;              /* bit i set: seq top - i committed (i < 64) */
+} intake_dedup_source_rec_t;
+
+/* Visits at most `max` slots of the event-id table from slot *pos on, copying the live entries
+ * among them (committed within the window at now_ms) into out[] (room for `max`), and advances
+ * *pos. Returns the number copied, which may be 0 before the end: the table is done when *pos
+ * reaches its capacity (intake_dedup_stats().capacity). Bounded work per call (~1.3 ns a slot),
+ * so a caller can spread a whole export over many loop iterations. In-flight keys are not in
+ * this table, so they are never exported. Reads only; allocates nothing.
+ *
+ * An export spread over calls, with commits in between, sees every key that was committed
+ * before it started and is still held when its slot is visited, provided no sweep runs
+ * meanwhile: a sweep's deletion shifts later keys backwards, possibly from a slot not yet
+ * visited to one already visited. Commits never move keys. */
+size_t intake_dedup_export_keys(const intake_dedup_t *d, uint64_t now_ms, uint64_t *pos,
+                                intake_dedup_key_rec_t *out, size_t max);
+/* The same for the source table (sequence windows); done at intake_dedup_stats().source_capacity. */
+size_t intake_dedup_export_sources(const intake_dedup_t *d, uint64_t now_ms, uint64_t *pos,
+                                   intake_dedup_source_rec_t *out, size_t max);
+
+/* Stores an exported key as committed at its own tick, into a deduper being restored: a
+ * table of any capacity (the key goes to its home bucket in this table). Returns 1 when
+ * stored, 0 when skipped: hi is 0, or the key is past the window at now_ms. A tick ahead of
+ * now_ms (the clock went back, or another host's snapshot) is stored as now_ms. A key already
+ * there keeps the later tick. A full table evicts as commit() does. */
+int intake_dedup_import_key(intake_dedup_t *d, const intake_dedup_key_rec_t *k, uint64_t now_ms);
+/* The same for a source window; one already there is replaced when the record is newer. */
+int intake_dedup_import_source(intake_dedup_t *d, const intake_dedup_source_rec_t *s,
+                               uint64_t now_ms);
 
 #endif

@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "decode/validate.h"
 #include "dedup/dedup.h"
+#include "pipeline/persist.h"
 
 typedef struct intake_pipeline intake_pipeline_t;
 typedef struct intake_job intake_job_t;
@@ -149,6 +150,9 @@ const intake_latency_t *intake_pipeline_latency(const intake_pipeline_t *p);
 int intake_pipeline_kafka_ready(const intake_pipeline_t *p);
 
 void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out);
+
+/* The dedup snapshot counters (pipeline/persist.h); all zero when dedup.snapshot_path is unset. */
+void intake_pipeline_snapshot_stats(const intake_pipeline_t *p, intake_snapshot_stats_t *out);
 
 /* Logs the counters (msg="stats") at info level. */
 void intake_pipeline_log_stats(const intake_pipeline_t *p);
