@@ -129,6 +129,9 @@ static void test_shipped_config(void **state) {
   assert_int_equal(c.admin_port, d.admin_port);
   assert_int_equal(c.dedup_memory_bytes, d.dedup_memory_bytes);
   assert_int_equal(c.dedup_seq_memory_bytes, d.dedup_seq_memory_bytes);
+  assert_int_equal(c.dedup_snapshot_interval_ms, d.dedup_snapshot_interval_ms);
+  assert_null(c.dedup_snapshot_path); /* off with the embedded Kafka */
+  assert_null(d.dedup_snapshot_path);
   assert_int_equal(c.embedded_partitions, d.embedded_partitions);
   assert_int_equal(c.delivery_timeout_ms, d.delivery_timeout_ms);
   assert_int_equal(c.log_level, d.log_level);
@@ -615,7 +618,37 @@ static void test_docker_config(void **state) {
   assert_true(c.admin_enabled);
   assert_string_equal(c.admin_address, "0.0.0.0");
   assert_int_equal(c.admin_port, 9400); /* the image's HEALTHCHECK port */
+  assert_string_equal(c.dedup_snapshot_path, "/var/lib/intake/dedup.snap"); /* brokers: persisted */
   intake_config_dispose(&c);
+}
+
+/* dedup.snapshot_path and dedup.snapshot_interval; the path needs a restart. */
+static void test_snapshot_keys(void **state) {
+  intake_config_t c, r;
+  assert_int_equal(load(&c, "dedup:\n  snapshot_path: /var/lib/intake/d.snap\n"
+                            "  snapshot_interval: 0\n"),
+                   0);
+  assert_string_equal(c.dedup_snapshot_path, "/var/lib/intake/d.snap");
+  assert_int_equal(c.dedup_snapshot_interval_ms, 0);
+  intake_config_dispose(&c);
+  assert_int_equal(load(&c, ""), 0);
+  assert_null(c.dedup_snapshot_path);
+  assert_int_equal(c.dedup_snapshot_interval_ms, 30000);
+  intake_config_dispose(&c);
+  expect_error("dedup:\n  snapshot_interval: 500ms\n",
+               "x.yaml:2: dedup.snapshot_interval: must be 0 (off) or between 1s and 1d (got 500ms)");
+  expect_error("dedup:\n  snapshot_path: \"\"\n",
+               "x.yaml:2: dedup.snapshot_path: must not be empty (got \"\")");
+
+  assert_int_equal(load(&r, "dedup:\n  snapshot_path: a.snap\n  snapshot_interval: 10s\n"), 0);
+  assert_int_equal(load(&c, "dedup:\n  snapshot_path: b.snap\n  snapshot_interval: 5s\n"), 0);
+  char changed[256];
+  intake_config_keep_restart_only(&c, &r, changed, sizeof changed);
+  assert_string_equal(changed, "dedup.snapshot_path");
+  assert_string_equal(c.dedup_snapshot_path, "a.snap"); /* kept */
+  assert_int_equal(c.dedup_snapshot_interval_ms, 5000); /* live */
+  intake_config_dispose(&c);
+  intake_config_dispose(&r);
 }
 
 /* log.format, admin.*, routes.rules[].encoding. */
@@ -655,6 +688,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ops_keys),
       cmocka_unit_test(test_docker_config),
+      cmocka_unit_test(test_snapshot_keys),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_empty_is_defaults),
       cmocka_unit_test(test_shipped_config),
