@@ -8,9 +8,13 @@
 #                             (host:port) and STATEDIR/pid
 #   kafka.sh stop STATEDIR    SIGTERM, then SIGKILL after 20 s
 #   kafka.sh kill STATEDIR    SIGKILL (fault tests)
+#   kafka.sh restart STATEDIR start the stopped (or killed) broker of STATEDIR again: same
+#                             server.properties, ports and data, nothing reformatted (fault
+#                             tests: an outage, not a new cluster)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 lib="$here/target/dependency"
+jopts=(-Xms256m -Xmx512m -XX:+UseG1GC)
 
 fetch() {
   if [ -f "$lib/.complete" ]; then return 0; fi
@@ -62,13 +66,22 @@ appender.stderr.target=SYSTEM_ERR
 appender.stderr.layout.type=PatternLayout
 appender.stderr.layout.pattern=[%d] %p %m (%c)%n
 PROPS
-  local jopts=(-Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$lib/*")
   local id
-  id=$(java "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
-  java "${jopts[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" > "$dir/format.log" 2>&1
-  nohup java "${jopts[@]}" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 &
-  echo $! > "$dir/pid"
+  id=$(java "${jopts[@]}" -cp "$lib/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+  java "${jopts[@]}" -cp "$lib/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" > "$dir/format.log" 2>&1
   echo "127.0.0.1:$port" > "$dir/bootstrap"
+  : > "$dir/broker.log"
+  launch "$dir"
+}
+
+# Runs the broker of $1 (formatted, with server.properties and bootstrap) and waits until it
+# serves metadata.
+launch() {
+  local dir=$1 port
+  port=$(sed 's/.*://' "$dir/bootstrap")
+  nohup java "${jopts[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$lib/*" \
+    kafka.Kafka "$dir/server.properties" >> "$dir/broker.log" 2>&1 &
+  echo $! > "$dir/pid"
   local deadline=$((SECONDS + 90))
   while :; do
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
@@ -82,6 +95,19 @@ PROPS
     sleep 0.5
   done
   echo "127.0.0.1:$port"
+}
+
+restart() {
+  local dir=$1
+  if [ ! -f "$dir/server.properties" ] || [ ! -f "$dir/bootstrap" ] || [ ! -d "$dir/data" ]; then
+    echo "kafka.sh: no broker to restart in $dir (kafka.sh start it first)" >&2; return 1
+  fi
+  dir=$(cd "$dir" && pwd)
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    echo "kafka.sh: the broker of $dir is running (pid $(cat "$dir/pid"))" >&2; return 1
+  fi
+  fetch
+  launch "$dir"
 }
 
 stop() {
@@ -99,5 +125,6 @@ case "${1:-}" in
   start) start "${2:?state dir}" ;;
   stop) stop "${2:?state dir}" TERM ;;
   kill) stop "${2:?state dir}" KILL ;;
-  *) echo "usage: $0 fetch|start DIR|stop DIR|kill DIR" >&2; exit 2 ;;
+  restart) restart "${2:?state dir}" ;;
+  *) echo "usage: $0 fetch|start DIR|stop DIR|kill DIR|restart DIR" >&2; exit 2 ;;
 esac
