@@ -7,6 +7,12 @@
  * measured stream: events from random sources, with a share of exact retransmits.
  *
  *   intake-hotpath [--events N] [--batch N] [--dup-pct P] [--zstd-pct P] [--window-s S]
+ *                  [--converge]
+ *
+ * --converge adds a rule with alarm convergence over every event (key: source, 30 s window,
+ * 512 MiB: every source of the city has an episode): the warm-up opens one per source, the
+ * measured stream is then mostly repeats. Compare hotpath_ns_per_event with and without it;
+ * the run with it also prints hotpath_converge_ns_per_event (the same figure, named).
  *
  * Prints one "key: value" line per figure; bench/run.sh copies them into RESULTS.md. */
 #include <errno.h>
@@ -174,7 +180,7 @@ static frame_t build_frame(uint64_t seq, uint8_t **events, size_t *lens, uint32_
   return f;
 }
 
-static uint64_t acks, outcome[3];
+static uint64_t acks, outcome[4]; /* by INTAKE_OUTCOME_* */
 
 static void on_done(void *owner, intake_job_t *job, const intake_batch_result_t *r) {
   (void)owner;
@@ -228,7 +234,17 @@ static double feed(uv_loop_t *loop, intake_pipeline_t *p, frame_t *frames, size_
 
 int main(int argc, char **argv) {
   uint32_t events = 2000000, batch = 500, dup_pct = 10, zstd_pct = 50, window_s = 600;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  int converge = 0;
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--converge")) {
+      converge = 1;
+      i--; /* a flag without a value */
+      continue;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "option %s needs a value\n", argv[i]);
+      return 2;
+    }
     uint32_t v = (uint32_t)strtoul(argv[i + 1], NULL, 10);
     if (!strcmp(argv[i], "--events")) events = v;
     else if (!strcmp(argv[i], "--batch")) batch = v;
@@ -241,7 +257,7 @@ int main(int argc, char **argv) {
     }
   }
   /* Config: the shipped routing shape, dedup sized for the city (see RESULTS.md). */
-  char yaml[2048];
+  char yaml[2560];
   snprintf(yaml, sizeof yaml,
            "gateway: {max_batch_events: %u, max_frame_bytes: 64MiB}\n"
            "dedup: {window: %us, memory: 64MiB, sequence_memory: 8MiB}\n"
@@ -251,8 +267,11 @@ int main(int argc, char **argv) {
            "    - {name: fire, match: {kind: sensor, type: [smoke.alarm, gas.alarm], severity: {min: 1, max: 2}}, topics: intake.fire}\n"
            "    - {name: water, match: {type: water.level.high}, topics: intake.water}\n"
            "    - {name: intrusion, match: {kind: camera, type: gb28181.alarm.6, region_prefix: \"3307\"}, topics: [intake.video, intake.intrusion]}\n"
-           "    - {name: video-fault, match: {kind: camera, type: [gb28181.alarm.11, gb28181.alarm.13]}, topics: intake.video.fault, stop: true}\n",
-           batch, window_s);
+           "    - {name: video-fault, match: {kind: camera, type: [gb28181.alarm.11, gb28181.alarm.13]}, topics: intake.video.fault, stop: true}\n"
+           "%s",
+           batch, window_s,
+           converge ? "    - {name: converged, topics: intake.converged, converge: {key: [source], window: 30s, memory: 512MiB}}\n"
+                    : "");
   intake_config_t cfg;
   char err[512];
   if (intake_config_load_string(&cfg, "hotpath", yaml, strlen(yaml), err, sizeof err) < 0) {
@@ -321,7 +340,7 @@ int main(int argc, char **argv) {
   double warm_s = feed(loop, p, warm, n_warm, cfg.max_frame_bytes);
   intake_dedup_stats_t ds;
   const intake_counters_t *c = intake_pipeline_counters(p);
-  uint64_t acc0 = outcome[0], dup0 = outcome[1], rec0 = c->records_delivered;
+  uint64_t acc0 = outcome[0] + outcome[3], dup0 = outcome[1], rec0 = c->records_delivered;
 
   double secs = feed(loop, p, frames, n_frames, cfg.max_frame_bytes);
 
@@ -335,8 +354,20 @@ int main(int argc, char **argv) {
   printf("hotpath_seconds: %.3f\n", secs);
   printf("hotpath_events_per_s: %.0f\n", (double)measured / secs);
   printf("hotpath_ns_per_event: %.1f\n", ns);
+  printf("hotpath_converge: %s\n", converge ? "on" : "off");
+  if (converge) {
+    const intake_converge_stats_t *cs;
+    size_t n_cs = intake_pipeline_converge_stats(p, &cs);
+    printf("hotpath_converge_ns_per_event: %.1f\n", ns);
+    for (size_t i = 0; i < n_cs; i++)
+      printf("hotpath_converge_episodes_opened: %llu\nhotpath_converge_repeats_suppressed: %llu\n"
+             "hotpath_converge_evicted: %llu\nhotpath_converge_episodes: %llu\n",
+             (unsigned long long)cs[i].c.episodes_opened,
+             (unsigned long long)cs[i].c.repeats_suppressed, (unsigned long long)cs[i].c.evicted,
+             (unsigned long long)cs[i].c.episodes);
+  }
   printf("hotpath_input_mb_per_s: %.1f\n", (double)bytes_in / secs / 1e6);
-  printf("hotpath_accepted: %llu\n", (unsigned long long)(outcome[0] - acc0));
+  printf("hotpath_accepted: %llu\n", (unsigned long long)(outcome[0] + outcome[3] - acc0));
   printf("hotpath_duplicates: %llu\n", (unsigned long long)(outcome[1] - dup0));
   printf("hotpath_records: %llu\n", (unsigned long long)(c->records_delivered - rec0));
   printf("hotpath_rejected: %llu\n", (unsigned long long)c->rejected);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,48 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
        "Records each routing rule sent to its topics (\"default\": the default topic).");
   for (size_t i = 0; i < n_r; i++)
     sample(w, "intake_route_records_total", "route", r[i].name, r[i].records);
+
+  /* Alarm convergence, per rule with `converge`. */
+  const intake_converge_stats_t *cv;
+  size_t n_cv = intake_pipeline_converge_stats(p, &cv);
+  static const struct {
+    const char *name, *type, *help;
+    size_t off;
+  } cvm[] = {
+      {"intake_converge_episodes_opened_total", "counter", "Episodes opened (first events passed).",
+       offsetof(intake_converge_stats_t, c.episodes_opened)},
+      {"intake_converge_repeats_suppressed_total", "counter",
+       "Events suppressed on a converged route (still delivered on routes without convergence).",
+       offsetof(intake_converge_stats_t, c.repeats_suppressed)},
+      {"intake_converge_summaries_total", "counter", "Summaries emitted (one record per topic).",
+       offsetof(intake_converge_stats_t, c.summaries)},
+      {"intake_converge_summary_records_delivered_total", "counter",
+       "Summary records Kafka confirmed.", offsetof(intake_converge_stats_t, summaries_delivered)},
+      {"intake_converge_summary_records_failed_total", "counter",
+       "Summary records given up after their retries.",
+       offsetof(intake_converge_stats_t, summaries_failed)},
+      {"intake_converge_summary_retries_total", "counter",
+       "Summary records produced again after a failure.",
+       offsetof(intake_converge_stats_t, summary_retries)},
+      {"intake_converge_flapping_total", "counter", "Sources reported as flapping.",
+       offsetof(intake_converge_stats_t, c.flapping)},
+      {"intake_converge_evictions_total", "counter",
+       "Episodes closed early because the table was full.",
+       offsetof(intake_converge_stats_t, c.evicted)},
+      {"intake_converge_oversize_total", "counter",
+       "Events over converge.max_event_bytes, passed unconverged.",
+       offsetof(intake_converge_stats_t, c.oversize)},
+      {"intake_converge_episodes", "gauge", "Episodes held.",
+       offsetof(intake_converge_stats_t, c.episodes)},
+      {"intake_converge_capacity", "gauge", "Episode slots.",
+       offsetof(intake_converge_stats_t, c.capacity)},
+  };
+  for (size_t m = 0; n_cv && m < sizeof cvm / sizeof cvm[0]; m++) {
+    meta(w, cvm[m].name, cvm[m].type, cvm[m].help);
+    for (size_t i = 0; i < n_cv; i++)
+      sample(w, cvm[m].name, "route", cv[i].name,
+             *(const uint64_t *)((const char *)&cv[i] + cvm[m].off));
+  }
 
   intake_dedup_stats_t ds;
   intake_pipeline_dedup_stats(p, &ds);

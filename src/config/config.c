@@ -761,6 +761,149 @@ static void load_match(loader_t *ld, yaml_node_t *n, const char *path, intake_ro
   }
 }
 
+/* ---- routes.rules[].converge ------------------------------------------------------------- */
+
+static bool cv_duration(loader_t *ld, yaml_node_t *v, const char *path, uint64_t min, uint64_t max,
+                        bool zero_off, uint64_t *out) {
+  uint64_t ms;
+  if (!want_scalar(ld, v, path))
+    return false;
+  int rc = parse_duration(text(v), &ms);
+  if (rc == PARSE_SYNTAX) {
+    fail(ld, line_of(v), path, "expected a duration like 30s (got \"%s\")", text(v));
+    return false;
+  }
+  if (rc == PARSE_RANGE || ((ms < min || ms > max) && !(zero_off && ms == 0))) {
+    char lo[32], hi[32];
+    format_duration(lo, sizeof lo, min);
+    format_duration(hi, sizeof hi, max);
+    fail(ld, line_of(v), path, "must be %sbetween %s and %s (got %s)", zero_off ? "0 or " : "", lo,
+         hi, text(v));
+    return false;
+  }
+  *out = ms;
+  return true;
+}
+
+static bool cv_uint(loader_t *ld, yaml_node_t *v, const char *path, uint64_t min, uint64_t max,
+                    bool bytes, uint64_t *out) {
+  uint64_t n;
+  if (!want_scalar(ld, v, path))
+    return false;
+  int rc = bytes ? parse_with_unit(text(v), byte_units, &n) : parse_uint(text(v), &n);
+  if (rc == PARSE_SYNTAX) {
+    fail(ld, line_of(v), path, "expected a %s (got \"%s\")", bytes ? "size" : "whole number",
+         text(v));
+    return false;
+  }
+  if (rc == PARSE_RANGE || n < min || n > max) {
+    fail(ld, line_of(v), path, "must be between %llu and %llu (got %s)", (unsigned long long)min,
+         (unsigned long long)max, text(v));
+    return false;
+  }
+  *out = n;
+  return true;
+}
+
+/* key: a list of `source`, `type` and `attributes: [names]` (or {attributes: [...]}). */
+static void load_converge_key(loader_t *ld, yaml_node_t *n, const char *path,
+                              intake_converge_config_t *c) {
+  c->key_source = c->key_type = false;
+  if (n->type != YAML_SEQUENCE_NODE) {
+    fail(ld, line_of(n), path, "expected a list of source | type | attributes: [names]");
+    return;
+  }
+  size_t i = 0;
+  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+       it++, i++) {
+    yaml_node_t *item = node_at(ld, *it);
+    char ipath[540];
+    snprintf(ipath, sizeof ipath, "%s[%zu]", path, i);
+    if (item == NULL)
+      continue;
+    if (item->type == YAML_SCALAR_NODE && strcmp(text(item), "source") == 0) {
+      c->key_source = true;
+    } else if (item->type == YAML_SCALAR_NODE && strcmp(text(item), "type") == 0) {
+      c->key_type = true;
+    } else if (item->type == YAML_MAPPING_NODE) {
+      FOR_PAIRS(item, pair) {
+        yaml_node_t *k = pair_key(ld, item, pair, ipath), *v = node_at(ld, pair->value);
+        if (k == NULL || v == NULL)
+          continue;
+        char full[600];
+        join(full, sizeof full, ipath, text(k));
+        if (strcmp(text(k), "attributes") == 0)
+          load_str_list(ld, v, full, &c->key_attrs, &c->n_key_attrs, NULL, check_nonempty);
+        else
+          fail(ld, line_of(k), full, "unknown key");
+      }
+    } else {
+      fail(ld, line_of(item), ipath, "expected source, type or attributes: [names]");
+    }
+  }
+  if (c->n_key_attrs > 8)
+    fail(ld, line_of(n), path, "at most 8 attributes (got %zu)", c->n_key_attrs);
+  if (!c->key_source && !c->key_type && c->n_key_attrs == 0)
+    fail(ld, line_of(n), path, "the key needs at least one field");
+}
+
+static void load_converge(loader_t *ld, yaml_node_t *n, const char *path,
+                          intake_converge_config_t *c) {
+  c->enabled = true;
+  c->key_source = c->key_type = true;
+  c->window_ms = 30 * SEC;
+  c->refresh = true;
+  c->flap_window_ms = 60 * SEC;
+  c->memory_bytes = 16 * MIB;
+  c->max_event_bytes = 432;
+  if (!want_mapping(ld, n, path))
+    return; /* converge: ~ = every default */
+  FOR_PAIRS(n, pair) {
+    yaml_node_t *k = pair_key(ld, n, pair, path), *v = node_at(ld, pair->value);
+    if (k == NULL || v == NULL)
+      continue;
+    char full[512];
+    join(full, sizeof full, path, text(k));
+    const char *key = text(k);
+    uint64_t u;
+    if (strcmp(key, "key") == 0) {
+      load_converge_key(ld, v, full, c);
+    } else if (strcmp(key, "window") == 0) {
+      cv_duration(ld, v, full, 100 * MS, DAY, false, &c->window_ms);
+    } else if (strcmp(key, "refresh") == 0) {
+      if (want_scalar(ld, v, full) && parse_bool(text(v), &c->refresh) < 0)
+        fail(ld, line_of(v), full, "expected true or false (got \"%s\")", text(v));
+    } else if (strcmp(key, "summary_every") == 0) {
+      cv_duration(ld, v, full, SEC, DAY, true, &c->summary_every_ms);
+    } else if (strcmp(key, "memory") == 0) {
+      cv_uint(ld, v, full, 64 * KIB, 16 * GIB, true, &c->memory_bytes);
+    } else if (strcmp(key, "max_event_bytes") == 0) {
+      if (cv_uint(ld, v, full, 64, 64 * KIB, true, &u))
+        c->max_event_bytes = (uint32_t)u;
+    } else if (strcmp(key, "flap") == 0) {
+      if (!want_mapping(ld, v, full))
+        continue;
+      FOR_PAIRS(v, fp) {
+        yaml_node_t *fk = pair_key(ld, v, fp, full), *fv = node_at(ld, fp->value);
+        if (fk == NULL || fv == NULL)
+          continue;
+        char ffull[600];
+        join(ffull, sizeof ffull, full, text(fk));
+        if (strcmp(text(fk), "count") == 0) {
+          if (cv_uint(ld, fv, ffull, 1, 65000, false, &u))
+            c->flap_count = (uint32_t)u;
+        } else if (strcmp(text(fk), "window") == 0) {
+          cv_duration(ld, fv, ffull, SEC, DAY, false, &c->flap_window_ms);
+        } else {
+          fail(ld, line_of(fk), ffull, "unknown key");
+        }
+      }
+    } else {
+      fail(ld, line_of(k), full, "unknown key");
+    }
+  }
+}
+
 static void load_rule(loader_t *ld, yaml_node_t *n, size_t index) {
   intake_config_t *cfg = ld->cfg;
   char path[64];
@@ -821,6 +964,8 @@ static void load_rule(loader_t *ld, yaml_node_t *n, size_t index) {
         continue;
       if (parse_bool(text(v), &r->stop) < 0)
         fail(ld, line_of(v), full, "expected true or false (got \"%s\")", text(v));
+    } else if (strcmp(key, "converge") == 0) {
+      load_converge(ld, v, full, &r->converge);
     } else if (strcmp(key, "encoding") == 0) {
       if (!want_scalar(ld, v, full))
         continue;
@@ -996,6 +1141,7 @@ void intake_config_dispose(intake_config_t *cfg) {
     free_strings(r->topics, r->n_topics);
     free_strings(r->types, r->n_types);
     free_strings(r->region_prefixes, r->n_region_prefixes);
+    free_strings(r->converge.key_attrs, r->converge.n_key_attrs);
     for (size_t j = 0; j < r->n_attributes; j++) {
       free(r->attributes[j].key);
       free(r->attributes[j].value);

@@ -25,6 +25,23 @@ typedef struct {
   char *value;                 /* required value; NULL = the key must merely be present */
 } intake_attr_match_t;
 
+/* routes.rules[].converge: alarm convergence on this rule's topics (src/converge/converge.h). */
+typedef struct {
+  bool enabled;                /* the rule has a converge section */
+  bool key_source;             /* key: [source, type, attributes: [...]]; default source + type */
+  bool key_type;
+  char **key_attrs;            /* attribute names in the key, <= 8 */
+  size_t n_key_attrs;
+  uint64_t window_ms;          /* window, default 30s, 100ms..1d: silence that ends an episode */
+  bool refresh;                /* refresh, default true: each repeat restarts the window */
+  uint64_t summary_every_ms;   /* summary_every, default 0 = only at the end, else 1s..1d */
+  uint32_t flap_count;         /* flap.count, default 0 = off, 1..65000 */
+  uint64_t flap_window_ms;     /* flap.window, default 60s, 1s..1d */
+  uint64_t memory_bytes;       /* memory, default 16MiB, 64KiB..16GiB */
+  uint32_t max_event_bytes;    /* max_event_bytes, default 432, 64..64KiB: largest event an
+                                  episode keeps for its summary; larger ones are not converged */
+} intake_converge_config_t;
+
 typedef struct {
   char *name;                  /* routes.rules[].name, unique, 1..64 of [A-Za-z0-9._-], not
                                   "default"; used in the "route" header */
@@ -43,6 +60,7 @@ typedef struct {
   bool stop;                   /* routes.rules[].stop: when matched, later rules are skipped */
   intake_encoding_t encoding;  /* routes.rules[].encoding: the record value on this rule's
                                   topics, default protobuf */
+  intake_converge_config_t converge; /* routes.rules[].converge */
 } intake_route_rule_t;
 
 typedef struct {

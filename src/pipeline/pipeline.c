@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "converge/converge.h"
 #include "core/log.h"
 #include "decode/batch.h"
 #include "decode/event.h"
@@ -24,13 +25,45 @@ typedef struct pend {
   uint32_t index;
   uint8_t kind;               /* PEND_* */
   uint8_t failed;             /* a record of this event failed */
-  uint16_t records_left;      /* records produced and not yet reported */
+  uint8_t records_left;       /* records produced and not yet reported (<= 16 topics) */
+  uint8_t converged;          /* suppressed on a converged route: acked CONVERGED */
   struct pend *waiters;       /* PEND_OWNER: copies following this one */
   struct pend *next_waiter;   /* PEND_FOLLOWER: next in the owner's list */
   intake_dedup_probe_t probe;
 } pend_t;
 
-enum { PEND_NONE = 0, PEND_OWNER, PEND_FOLLOWER, PEND_DEAD_LETTER };
+enum { PEND_NONE = 0, PEND_OWNER, PEND_FOLLOWER, PEND_DEAD_LETTER, PEND_SUMMARY };
+
+/* A converged rule of one routing: its converge table and where its summaries go. */
+typedef struct conv_route {
+  intake_pipeline_t *p;
+  intake_converge_t *c;             /* owned; NULL while `adopt` is set */
+  struct conv_route *adopt;         /* build: the old routing's route whose table this takes */
+  intake_converge_conf_t conf;
+  intake_converge_stats_t *st;      /* registry entry by rule name */
+  const char *name;                 /* = st->name */
+  size_t n_topics;
+  intake_sink_topic_t *topics[INTAKE_ROUTE_MAX_TOPICS];
+  intake_topic_stats_t *tstats[INTAKE_ROUTE_MAX_TOPICS];
+  intake_route_stats_t *rstats;
+} conv_route_t;
+
+/* A summary record: not tied to a batch; produced again after a failure, a bounded number of
+ * times. Starts with a pend so that on_delivery tells it apart by `kind`. */
+typedef struct summary_rec {
+  pend_t hdr;                       /* kind PEND_SUMMARY */
+  intake_converge_stats_t *st;
+  intake_sink_topic_t *topic;
+  intake_topic_stats_t *ts;
+  struct summary_rec *next;         /* retry list */
+  uint32_t tries;
+  uint32_t key_len, value_len;
+  char route[65];
+  uint8_t data[];                   /* key, then value */
+} summary_rec_t;
+
+#define SUMMARY_MAX_TRIES 5         /* then counted in summaries_failed and dropped */
+#define MAX_CONV_STATS 4096
 
 struct intake_job {
   intake_pipeline_t *pipeline;
@@ -87,6 +120,11 @@ struct intake_pipeline {
   size_t n_route_stats;
   intake_topic_stats_t **tstats;    /* by router topic index */
   intake_route_stats_t **rstats;    /* by router rule index */
+  conv_route_t **conv;              /* by router rule index; NULL = no convergence */
+  intake_converge_stats_t *conv_stats; /* registry by rule name, MAX_CONV_STATS */
+  size_t n_conv_stats;
+  summary_rec_t *summary_retry;     /* summaries to produce again at the next tick */
+  uv_timer_t conv_timer;            /* scans the converge tables, retries summaries */
   intake_topic_stats_t *dlq_stats;
   intake_latency_t latency;
   intake_counters_t c;
@@ -233,7 +271,7 @@ static void resolve_owner(intake_pipeline_t *p, pend_t *e) {
   COUNT(p, job, in_flight, -1);
   if (ok) {
     intake_dedup_commit(p->dedup, &e->probe, now);
-    job->outcomes[e->index] = INTAKE_OUTCOME_ACCEPTED;
+    job->outcomes[e->index] = e->converged ? INTAKE_OUTCOME_CONVERGED : INTAKE_OUTCOME_ACCEPTED;
     COUNT(p, job, delivered, 1);
     observe_latency(p, uv_now(p->loop) - job->received_ms);
   } else {
@@ -250,6 +288,30 @@ static void resolve_owner(intake_pipeline_t *p, pend_t *e) {
   job_release(p, job); /* last: it may complete the job */
 }
 
+static void summary_produce(intake_pipeline_t *p, summary_rec_t *r);
+
+static void summary_delivered(intake_pipeline_t *p, summary_rec_t *r, int err) {
+  if (!err) {
+    p->c.records_delivered++;
+    r->st->summaries_delivered++;
+    free(r);
+    return;
+  }
+  p->c.records_failed++;
+  uint64_t held;
+  if (intake_log_allow(&p->delivery_log, &held))
+    LOG_WARN("kafka did not confirm a convergence summary", "route=%s error=%s tries=%u suppressed=%llu",
+             r->route, rd_kafka_err2name((rd_kafka_resp_err_t)err), r->tries,
+             (unsigned long long)held);
+  if (p->closing || r->tries >= SUMMARY_MAX_TRIES) {
+    r->st->summaries_failed++;
+    free(r);
+    return;
+  }
+  r->next = p->summary_retry; /* produced again at the next tick: never from here */
+  p->summary_retry = r;
+}
+
 static void on_delivery(void *ctx, void *opaque, void *topic_user, int err) {
   intake_pipeline_t *p = ctx;
   pend_t *e = opaque;
@@ -259,6 +321,11 @@ static void on_delivery(void *ctx, void *opaque, void *topic_user, int err) {
   else
     ts->delivered++;
   p->c.records_in_flight--;
+  if (e->kind == PEND_SUMMARY) {
+    summary_delivered(p, (summary_rec_t *)e, err);
+    maybe_resume(p);
+    return;
+  }
   if (err) {
     e->failed = 1;
     if (e->kind == PEND_DEAD_LETTER)
@@ -326,6 +393,7 @@ typedef struct {
   size_t gateway_id_len;
   char received[24];          /* received_ms header value */
   size_t received_len;
+  int64_t now;                /* wall clock at submit: the convergence clock */
 } batch_ctx_t;
 
 static void reject(intake_pipeline_t *p, intake_job_t *job, uint32_t i, const uint8_t *raw,
@@ -390,7 +458,22 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
   COUNT(p, job, in_flight, 1);
   job->pending++;
   size_t json_len = 0; /* rendered on the first JSON route, then shared by the others */
+  int verdict[INTAKE_ROUTE_MAX_TOPICS]; /* per target: converge verdict of its rule, -1 = none */
   for (size_t t = 0; t < n; t++) {
+    conv_route_t *cr = p->conv[targets[t].rule];
+    verdict[t] = -1;
+    if (cr) {
+      size_t u = 0; /* a rule with several topics is asked once per event */
+      while (u < t && targets[u].rule != targets[t].rule)
+        u++;
+      verdict[t] = u < t ? verdict[u]
+                         : (int)intake_converge_check(cr->c, ev, e->probe.key_hi ^ e->probe.key_lo,
+                                                      bc->now);
+      if (verdict[t] == INTAKE_CONVERGE_SUPPRESS) {
+        e->converged = 1;
+        continue;
+      }
+    }
     const char *route = intake_router_rule_name(p->router, targets[t].rule);
     const void *value = ev->raw;
     size_t value_len = ev->raw_len;
@@ -409,10 +492,11 @@ static void produce_event(intake_pipeline_t *p, intake_job_t *job, uint32_t i,
         {"dedup_key", dedup_key, 32},
         json ? (intake_sink_header_t){"content-type", "application/json", 16}
              : (intake_sink_header_t){"content-type", "application/x-protobuf", 22},
+        {"kind", "event", 5}, /* only on converged routes, where summaries share the topic */
     };
+    size_t n_headers = sizeof h / sizeof h[0] - (verdict[t] < 0 ? 1 : 0);
     int rc = intake_sink_produce(p->sink, p->topics[targets[t].topic], ev->source_id.ptr,
-                                 ev->source_id.len, value, value_len, h, sizeof h / sizeof h[0],
-                                 e);
+                                 ev->source_id.len, value, value_len, h, n_headers, e);
     if (rc < 0) {
       /* Not queued (e.g. the queue is full despite the high-water mark): the event fails and
        * the batch is answered RETRY; never dropped silently. */
@@ -480,7 +564,7 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   }
 
   int64_t now = wall_ms();
-  batch_ctx_t bc = {.gateway_id = gateway_id, .gateway_id_len = strlen(gateway_id)};
+  batch_ctx_t bc = {.gateway_id = gateway_id, .gateway_id_len = strlen(gateway_id), .now = now};
   bc.received_len = (size_t)snprintf(bc.received, sizeof bc.received, "%lld", (long long)now);
   char why[96];
 
@@ -575,6 +659,11 @@ size_t intake_pipeline_route_stats(const intake_pipeline_t *p, const intake_rout
   return p->n_route_stats;
 }
 const intake_latency_t *intake_pipeline_latency(const intake_pipeline_t *p) { return &p->latency; }
+size_t intake_pipeline_converge_stats(const intake_pipeline_t *p,
+                                      const intake_converge_stats_t **out) {
+  *out = p->conv_stats;
+  return p->n_conv_stats;
+}
 int intake_pipeline_kafka_ready(const intake_pipeline_t *p) { return intake_sink_ready(p->sink); }
 
 void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_t *out) {
@@ -612,6 +701,19 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            (unsigned long long)ss.failed, (unsigned long long)ss.last_ms,
            (unsigned long long)ss.last_keys, (unsigned long long)ss.loaded_keys,
            (unsigned long long)ss.load_errors);
+  for (size_t i = 0; i < p->n_conv_stats; i++) {
+    const intake_converge_stats_t *cs = &p->conv_stats[i];
+    LOG_INFO("converge stats",
+             "route=%s episodes_opened=%llu repeats_suppressed=%llu summaries=%llu "
+             "summaries_delivered=%llu summaries_failed=%llu summary_retries=%llu flapping=%llu "
+             "evicted=%llu oversize=%llu episodes=%llu capacity=%llu",
+             cs->name, (unsigned long long)cs->c.episodes_opened,
+             (unsigned long long)cs->c.repeats_suppressed, (unsigned long long)cs->c.summaries,
+             (unsigned long long)cs->summaries_delivered, (unsigned long long)cs->summaries_failed,
+             (unsigned long long)cs->summary_retries, (unsigned long long)cs->c.flapping,
+             (unsigned long long)cs->c.evicted, (unsigned long long)cs->c.oversize,
+             (unsigned long long)cs->c.episodes, (unsigned long long)cs->c.capacity);
+  }
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -620,6 +722,173 @@ static void on_sweep(uv_timer_t *t) {
     return; /* a snapshot is exporting the tables: a deletion could shift a key past its scan */
   /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick. */
   intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
+}
+
+/* ---- convergence summaries ---------------------------------------------------------------- */
+
+static uint8_t *pb_varint(uint8_t *o, uint64_t v) {
+  while (v >= 0x80) {
+    *o++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *o++ = (uint8_t)v;
+  return o;
+}
+
+static uint8_t *pb_bytes(uint8_t *o, uint32_t field, const void *b, size_t len) {
+  o = pb_varint(o, (uint64_t)field << 3 | 2);
+  o = pb_varint(o, len);
+  memcpy(o, b, len);
+  return o + len;
+}
+
+/* Writes an intake.v1.ConvergenceSummary (proto/intake.proto) into o, which holds at least
+ * 96 + 2 * (route, source_id, type, last) bytes; returns the end. */
+static uint8_t *encode_summary(uint8_t *o, const intake_converge_summary_t *s, const char *route) {
+  if (s->source_id.len)
+    o = pb_bytes(o, 1, s->source_id.ptr, s->source_id.len);
+  if (s->type.len)
+    o = pb_bytes(o, 2, s->type.ptr, s->type.len);
+  o = pb_varint(o, 3 << 3);
+  o = pb_varint(o, (uint64_t)s->first_seen_ms);
+  o = pb_varint(o, 4 << 3);
+  o = pb_varint(o, (uint64_t)s->last_seen_ms);
+  if (s->repeat_count) {
+    o = pb_varint(o, 5 << 3);
+    o = pb_varint(o, s->repeat_count);
+  }
+  if (s->flapping) {
+    o = pb_varint(o, 6 << 3);
+    o = pb_varint(o, 1);
+  }
+  if (s->flap_count) {
+    o = pb_varint(o, 7 << 3);
+    o = pb_varint(o, s->flap_count);
+  }
+  o = pb_bytes(o, 8, s->last, s->last_len);
+  o = pb_varint(o, 9 << 3);
+  o = pb_varint(o, (uint64_t)s->reason);
+  return pb_bytes(o, 10, route, strlen(route));
+}
+
+static void summary_produce(intake_pipeline_t *p, summary_rec_t *r) {
+  static const char *const schema = "intake.v1.ConvergenceSummary";
+  intake_sink_header_t h[] = {
+      {"route", r->route, strlen(r->route)},
+      {"kind", "summary", 7},
+      {"schema", schema, strlen(schema)},
+      {"content-type", "application/x-protobuf", 22},
+  };
+  r->tries++;
+  int rc = intake_sink_produce(p->sink, r->topic, r->data, r->key_len, r->data + r->key_len,
+                               r->value_len, h, sizeof h / sizeof h[0], r);
+  if (rc < 0) {
+    p->c.records_failed++;
+    if (r->tries >= SUMMARY_MAX_TRIES) {
+      r->st->summaries_failed++;
+      free(r);
+    } else {
+      r->next = p->summary_retry;
+      p->summary_retry = r;
+    }
+    return;
+  }
+  p->c.records_in_flight++;
+  r->ts->produced++;
+}
+
+/* The converge callback: one summary record per topic of the rule. */
+static void on_summary(void *ctx, const intake_converge_summary_t *s) {
+  conv_route_t *cr = ctx;
+  intake_pipeline_t *p = cr->p;
+  size_t route_len = strlen(cr->name);
+  size_t cap = 96 + 2 * (route_len + s->source_id.len + s->type.len + s->last_len);
+  for (size_t t = 0; t < cr->n_topics; t++) {
+    summary_rec_t *r = malloc(sizeof *r + s->source_id.len + cap);
+    if (!r) {
+      cr->st->summaries_failed++;
+      continue;
+    }
+    memset(r, 0, sizeof *r);
+    r->hdr.kind = PEND_SUMMARY;
+    r->st = cr->st;
+    r->topic = cr->topics[t];
+    r->ts = cr->tstats[t];
+    snprintf(r->route, sizeof r->route, "%s", cr->name);
+    memcpy(r->data, s->source_id.ptr, s->source_id.len);
+    r->key_len = s->source_id.len;
+    r->value_len = (uint32_t)(encode_summary(r->data + r->key_len, s, cr->name) -
+                              (r->data + r->key_len));
+    if (cr->rstats)
+      cr->rstats->records++;
+    summary_produce(p, r);
+  }
+}
+
+static void on_conv_tick(uv_timer_t *t) {
+  intake_pipeline_t *p = t->data;
+  int64_t now = wall_ms();
+  size_t n_rules = p->router ? intake_router_n_rules(p->router) : 0;
+  /* 8192 slots of 512 B per 100 ms tick: a default 16 MiB table (~32k episodes) is scanned
+   * every 0.4 s, so an episode ends at most ~0.5 s after its window. */
+  for (size_t i = 0; i < n_rules; i++)
+    if (p->conv[i])
+      intake_converge_tick(p->conv[i]->c, now, 8192);
+  summary_rec_t *r = p->summary_retry;
+  p->summary_retry = NULL;
+  while (r) {
+    summary_rec_t *next = r->next;
+    r->st->summary_retries++;
+    summary_produce(p, r);
+    r = next;
+  }
+}
+
+static intake_converge_stats_t *conv_stat(intake_pipeline_t *p, const char *name) {
+  for (size_t i = 0; i < p->n_conv_stats; i++)
+    if (!strcmp(p->conv_stats[i].name, name))
+      return &p->conv_stats[i];
+  if (p->n_conv_stats == MAX_CONV_STATS)
+    return NULL;
+  intake_converge_stats_t *c = &p->conv_stats[p->n_conv_stats];
+  if (!(c->name = strdup(name)))
+    return NULL;
+  p->n_conv_stats++;
+  return c;
+}
+
+static intake_converge_conf_t conv_conf(const intake_converge_config_t *c) {
+  intake_converge_conf_t cc = {
+      .key_source = c->key_source,
+      .key_type = c->key_type,
+      .key_attrs = (const char *const *)c->key_attrs,
+      .n_key_attrs = c->n_key_attrs,
+      .window_ms = c->window_ms,
+      .refresh = c->refresh,
+      .summary_every_ms = c->summary_every_ms,
+      .flap_count = c->flap_count,
+      .flap_window_ms = c->flap_window_ms,
+      .memory_bytes = c->memory_bytes,
+      .max_event_bytes = c->max_event_bytes,
+  };
+  return cc;
+}
+
+static void conv_route_free(conv_route_t *cr) {
+  if (!cr)
+    return;
+  intake_converge_destroy(cr->c);
+  free(cr);
+}
+
+/* The installed routing's converged route named `name`, or NULL. */
+static conv_route_t *conv_find(const intake_pipeline_t *p, const char *name) {
+  if (!p->router || !p->conv)
+    return NULL;
+  for (size_t i = 0; i < intake_router_n_rules(p->router); i++)
+    if (p->conv[i] && !strcmp(p->conv[i]->name, name))
+      return p->conv[i];
+  return NULL;
 }
 
 #define MAX_TOPIC_STATS 4096
@@ -636,6 +905,9 @@ static void free_stats(intake_pipeline_t *p) {
     free((char *)p->route_stats[i].name);
   free(p->topic_stats);
   free(p->route_stats);
+  for (size_t i = 0; i < p->n_conv_stats; i++)
+    free((char *)p->conv_stats[i].name);
+  free(p->conv_stats);
 }
 
 static intake_topic_stats_t *topic_stat(intake_pipeline_t *p, const char *name) {
@@ -671,11 +943,16 @@ typedef struct {
   intake_sink_topic_t **topics;
   intake_topic_stats_t **tstats;
   intake_route_stats_t **rstats;
+  conv_route_t **conv;
   intake_sink_topic_t *dead_letter;
   intake_topic_stats_t *dlq_stats;
 } routing_t;
 
 static void routing_free(routing_t *r) {
+  if (r->conv)
+    for (size_t i = 0; i < intake_router_n_rules(r->router); i++)
+      conv_route_free(r->conv[i]);
+  free(r->conv);
   intake_router_destroy(r->router);
   free(r->topics);
   free(r->tstats);
@@ -692,7 +969,8 @@ static int routing_build(intake_pipeline_t *p, const intake_config_t *cfg, routi
   r->topics = calloc(nt, sizeof *r->topics);
   r->tstats = calloc(nt, sizeof *r->tstats);
   r->rstats = calloc(nr, sizeof *r->rstats);
-  if (!r->topics || !r->tstats || !r->rstats)
+  r->conv = calloc(nr, sizeof *r->conv);
+  if (!r->topics || !r->tstats || !r->rstats || !r->conv)
     goto fail;
   for (size_t i = 0; i < nr; i++)
     if (!(r->rstats[i] = route_stat(p, intake_router_rule_name(r->router, i))))
@@ -702,6 +980,34 @@ static int routing_build(intake_pipeline_t *p, const intake_config_t *cfg, routi
     intake_sink_ensure_topic(p->sink, name);
     if (!(r->tstats[i] = topic_stat(p, name)) ||
         !(r->topics[i] = intake_sink_topic(p->sink, name, r->tstats[i])))
+      goto fail;
+  }
+  /* Converged rules (rule i of the config is rule i of the router): a table each, or the old
+   * routing's table of the same name when its size fits (taken over at install). */
+  for (size_t i = 0; i < cfg->n_rules && i < nr; i++) {
+    const intake_route_rule_t *rule = &cfg->rules[i];
+    if (!rule->converge.enabled)
+      continue;
+    conv_route_t *cr = calloc(1, sizeof *cr);
+    if (!cr || !(cr->st = conv_stat(p, rule->name))) {
+      free(cr);
+      goto fail;
+    }
+    r->conv[i] = cr;
+    cr->p = p;
+    cr->name = cr->st->name;
+    cr->rstats = r->rstats[i];
+    cr->conf = conv_conf(&rule->converge);
+    for (size_t t = 0; t < rule->n_topics && t < INTAKE_ROUTE_MAX_TOPICS; t++) {
+      if (!(cr->tstats[t] = topic_stat(p, rule->topics[t])) ||
+          !(cr->topics[t] = intake_sink_topic(p->sink, rule->topics[t], cr->tstats[t])))
+        goto fail;
+      cr->n_topics++;
+    }
+    conv_route_t *old = conv_find(p, rule->name);
+    if (old && old->c && intake_converge_compatible(old->c, &cr->conf))
+      cr->adopt = old;
+    else if (!(cr->c = intake_converge_create(&cr->conf, on_summary, cr, &cr->st->c)))
       goto fail;
   }
   intake_sink_ensure_topic(p->sink, cfg->dead_letter_topic);
@@ -716,6 +1022,17 @@ fail:
 }
 
 static void routing_install(intake_pipeline_t *p, routing_t *r) {
+  /* Converge tables that the new routing takes over keep their episodes. */
+  for (size_t i = 0; i < intake_router_n_rules(r->router); i++) {
+    conv_route_t *cr = r->conv[i];
+    if (cr && cr->adopt) {
+      cr->c = cr->adopt->c;
+      cr->adopt->c = NULL;
+      cr->adopt = NULL;
+      intake_converge_update(cr->c, &cr->conf, cr, &cr->st->c);
+    }
+  }
+  p->conv = r->conv;
   p->router = r->router;
   p->topics = r->topics;
   p->tstats = r->tstats;
@@ -729,6 +1046,8 @@ static void routing_uninstall(intake_pipeline_t *p, routing_t *r) {
   r->topics = p->topics;
   r->tstats = p->tstats;
   r->rstats = p->rstats;
+  r->conv = p->conv;
+  p->conv = NULL;
   p->router = NULL;
   p->topics = NULL;
   p->tstats = NULL;
@@ -811,7 +1130,8 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   p->route_stats = calloc(MAX_ROUTE_STATS, sizeof *p->route_stats);
   p->gateways = calloc(INTAKE_MAX_GATEWAY_STATS + 1, sizeof *p->gateways);
   p->gateway_index = calloc(GATEWAY_INDEX_SLOTS, sizeof *p->gateway_index);
-  if (!p->topic_stats || !p->route_stats || !p->gateways || !p->gateway_index)
+  p->conv_stats = calloc(MAX_CONV_STATS, sizeof *p->conv_stats);
+  if (!p->topic_stats || !p->route_stats || !p->gateways || !p->gateway_index || !p->conv_stats)
     goto oom;
   /* The sink first (empty topic list: routing_build creates the embedded topics). */
   p->sink = intake_sink_create(loop, cfg, NULL, 0, on_delivery, p, err, errlen);
@@ -828,6 +1148,9 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   uv_timer_init(loop, &p->sweep_timer);
   p->sweep_timer.data = p;
   uv_timer_start(&p->sweep_timer, on_sweep, 100, 100);
+  uv_timer_init(loop, &p->conv_timer);
+  p->conv_timer.data = p;
+  uv_timer_start(&p->conv_timer, on_conv_tick, 100, 100);
   intake_persist_start(p->persist);
   return p;
 
@@ -859,6 +1182,7 @@ void intake_pipeline_close(intake_pipeline_t *p) {
   p->closing = 1;
   uv_close((uv_handle_t *)&p->idle, on_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_closed);
+  uv_close((uv_handle_t *)&p->conv_timer, on_closed);
   /* The final dedup snapshot: every job has completed (or the shutdown deadline passed, and
    * what Kafka confirms from here on is not in it). */
   intake_persist_close(p->persist);
@@ -868,7 +1192,14 @@ void intake_pipeline_close(intake_pipeline_t *p) {
 void intake_pipeline_destroy(intake_pipeline_t *p) {
   if (!p)
     return;
+  p->closing = 1;               /* failed summaries are dropped, not queued for a retry */
   intake_sink_destroy(p->sink); /* fails what is still queued through on_delivery */
+  for (summary_rec_t *r = p->summary_retry, *next; r; r = next) {
+    next = r->next;
+    r->st->summaries_failed++;
+    free(r);
+  }
+  p->summary_retry = NULL;
   /* Jobs that completed during destroy are only freed: nobody is left to ack. */
   for (intake_job_t *j = p->ready, *next; j; j = next) {
     next = j->next_ready;
@@ -901,8 +1232,15 @@ int intake_pipeline_reload(intake_pipeline_t *p, const intake_config_t *cfg, cha
   /* Nothing in flight refers to the router: records carry their pend and their topic's
    * counters, which live in the registry. So the old routing can go at once. */
   routing_uninstall(p, &old);
-  routing_free(&old);
+  p->router = old.router; /* install reads the old tables through p->conv */
+  p->conv = old.conv;
   routing_install(p, &fresh);
+  /* Tables no rule took over (the rule is gone, lost `converge` or changed its memory): their
+   * open episodes end now, each with a summary (reason EVICTED) on the old rule's topics. */
+  for (size_t i = 0; old.conv && i < intake_router_n_rules(old.router); i++)
+    if (old.conv[i] && old.conv[i]->c)
+      intake_converge_flush(old.conv[i]->c, INTAKE_SUMMARY_EVICTED);
+  routing_free(&old);
   p->cfg = cfg;
   intake_dedup_set_window(p->dedup, cfg->dedup_window_ms);
   intake_persist_set_interval(p->persist, cfg->dedup_snapshot_interval_ms);

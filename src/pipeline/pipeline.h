@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "converge/converge.h"
 #include "decode/validate.h"
 #include "dedup/dedup.h"
 #include "pipeline/persist.h"
@@ -22,8 +23,14 @@
 typedef struct intake_pipeline intake_pipeline_t;
 typedef struct intake_job intake_job_t;
 
-/* Per-event outcome, the values of intake.v1.Outcome. */
-enum { INTAKE_OUTCOME_ACCEPTED = 0, INTAKE_OUTCOME_DUPLICATE = 1, INTAKE_OUTCOME_REJECTED = 2 };
+/* Per-event outcome, the values of intake.v1.Outcome. CONVERGED: accepted, and suppressed on at
+ * least one converged route (every record it did produce is confirmed). */
+enum {
+  INTAKE_OUTCOME_ACCEPTED = 0,
+  INTAKE_OUTCOME_DUPLICATE = 1,
+  INTAKE_OUTCOME_REJECTED = 2,
+  INTAKE_OUTCOME_CONVERGED = 3
+};
 /* Batch status, the values of intake.v1.BatchStatus. */
 enum { INTAKE_BATCH_STATUS_OK = 0, INTAKE_BATCH_STATUS_RETRY = 1, INTAKE_BATCH_STATUS_REJECTED = 2 };
 
@@ -84,6 +91,15 @@ typedef struct {
   const char *name;
   uint64_t records;
 } intake_route_stats_t;
+
+/* Convergence counters of a rule with `converge` (by rule name; kept across reloads). */
+typedef struct {
+  const char *name;
+  intake_converge_counters_t c;     /* episodes, repeats, summaries emitted, flapping, ... */
+  uint64_t summaries_delivered;     /* summary records Kafka confirmed */
+  uint64_t summaries_failed;        /* summary records given up after their retries */
+  uint64_t summary_retries;         /* summary records produced again after a failure */
+} intake_converge_stats_t;
 
 /* Delivery latency of accepted events, from the batch's arrival to Kafka's confirmation of the
  * event's last record, in loop-clock milliseconds. counts[i] holds events with latency <=
@@ -146,6 +162,9 @@ size_t intake_pipeline_gateway_stats(const intake_pipeline_t *p, intake_gateway_
 size_t intake_pipeline_topic_stats(const intake_pipeline_t *p, const intake_topic_stats_t **out);
 size_t intake_pipeline_route_stats(const intake_pipeline_t *p, const intake_route_stats_t **out);
 const intake_latency_t *intake_pipeline_latency(const intake_pipeline_t *p);
+/* Convergence counters of every rule that has had `converge`. */
+size_t intake_pipeline_converge_stats(const intake_pipeline_t *p,
+                                      const intake_converge_stats_t **out);
 /* Whether Kafka is reachable (see intake_sink_ready()). */
 int intake_pipeline_kafka_ready(const intake_pipeline_t *p);
 

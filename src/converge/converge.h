@@ -1,0 +1,118 @@
+/* Alarm convergence (告警收敛) for one route: one record per (source, type) episode instead of
+ * a storm, with the repeats counted and reported in summaries.
+ *
+ * An episode is keyed by a 64-bit XXH3 hash of the configured key fields (source id, type,
+ * attribute values). The first event of an episode passes; repeats inside it are suppressed and
+ * counted; a clear event passes and closes it; silence for the window closes it too. Closing
+ * an episode, a periodic tick (summary_every) and flap detection emit summaries through the
+ * callback given at create. A source toggling alarm/clear more than flap.count times inside
+ * flap.window is reported once (reason FLAPPING) and every event of it is suppressed until no
+ * toggle has come for flap.window.
+ *
+ * Memory is fixed at create: a pool of slots of (80 + max_event_bytes) bytes — the episode
+ * state and the bytes of its latest event, which the summary carries — plus a uint32 index at
+ * load <= 1/2. When the pool is full, the oldest episode is closed early (reason EVICTED).
+ * An event larger than max_event_bytes is not converged (it passes, counted as oversize).
+ *
+ * Single-threaded; no allocation after create; no timers of its own: the owner calls
+ * intake_converge_tick() with the time, which scans a bounded number of slots. */
+#ifndef INTAKE_CONVERGE_H
+#define INTAKE_CONVERGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decode/event.h"
+
+typedef struct intake_converge intake_converge_t;
+
+#define INTAKE_CONVERGE_MAX_KEY_ATTRS 8
+
+/* Settings of one route (routes.rules[].converge). */
+typedef struct {
+  bool key_source;              /* the source id is part of the key */
+  bool key_type;                /* the event type is part of the key */
+  const char *const *key_attrs; /* attribute names part of the key (value "" when absent) */
+  size_t n_key_attrs;           /* <= INTAKE_CONVERGE_MAX_KEY_ATTRS */
+  uint64_t window_ms;           /* silence that ends an episode (> 0) */
+  bool refresh;                 /* true: each repeat restarts the window; false: fixed from the
+                                   first event */
+  uint64_t summary_every_ms;    /* 0 = summaries only at the end; else also periodically */
+  uint32_t flap_count;          /* 0 = no flap damping; else toggles tolerated inside... */
+  uint64_t flap_window_ms;      /* ...this window */
+  uint64_t memory_bytes;        /* whole footprint, >= one slot */
+  uint32_t max_event_bytes;     /* largest event a slot keeps (the summary's `last`) */
+} intake_converge_conf_t;
+
+/* Counters of one route; the owner keeps them (so they can outlive a converge instance). */
+typedef struct {
+  uint64_t episodes_opened;     /* first events passed */
+  uint64_t repeats_suppressed;  /* events suppressed (repeats, and toggles while flapping) */
+  uint64_t summaries;           /* summaries emitted (handed to the callback) */
+  uint64_t flapping;            /* sources reported as flapping */
+  uint64_t evicted;             /* episodes closed early because the table was full */
+  uint64_t oversize;            /* events over max_event_bytes, passed unconverged */
+  uint64_t episodes;            /* gauge: slots in use */
+  uint64_t capacity;            /* gauge: slots */
+} intake_converge_counters_t;
+
+/* Values of intake.v1.SummaryReason. */
+typedef enum {
+  INTAKE_SUMMARY_EXPIRED = 1,   /* silence for the window */
+  INTAKE_SUMMARY_CLEARED = 2,   /* a clear event closed it */
+  INTAKE_SUMMARY_PERIODIC = 3,  /* summary_every while it lasts */
+  INTAKE_SUMMARY_FLAPPING = 4,  /* the source started flapping */
+  INTAKE_SUMMARY_EVICTED = 5,   /* closed early: table full (or the route was dropped) */
+} intake_summary_reason_t;
+
+/* What a summary reports; pointers are valid only during the callback. */
+typedef struct {
+  intake_summary_reason_t reason;
+  intake_str_t source_id;       /* of the last event */
+  intake_str_t type;
+  int64_t first_seen_ms;        /* daemon clock: the episode's first event */
+  int64_t last_seen_ms;         /* daemon clock: its latest event */
+  uint64_t repeat_count;        /* events suppressed in the episode so far */
+  bool flapping;
+  uint32_t flap_count;          /* toggles counted in the flap window (total while flapping) */
+  const uint8_t *last;          /* the latest event's bytes (an intake.v1.Event) */
+  uint32_t last_len;
+} intake_converge_summary_t;
+
+typedef void (*intake_converge_emit_cb)(void *ctx, const intake_converge_summary_t *s);
+
+typedef enum { INTAKE_CONVERGE_PASS = 0, INTAKE_CONVERGE_SUPPRESS = 1 } intake_converge_verdict_t;
+
+/* Checks conf (bounds the config loader already enforces); NULL when fine, else a message. */
+const char *intake_converge_conf_check(const intake_converge_conf_t *conf);
+
+/* Creates a table sized by conf->memory_bytes (copied, attribute names too). `emit` is called
+ * synchronously from check, tick and flush. `counters` must outlive the instance. NULL on out
+ * of memory or a bad conf. */
+intake_converge_t *intake_converge_create(const intake_converge_conf_t *conf,
+                                          intake_converge_emit_cb emit, void *ctx,
+                                          intake_converge_counters_t *counters);
+void intake_converge_destroy(intake_converge_t *c);
+
+/* Whether `conf` can take over `c`'s state (same memory and slot size). */
+bool intake_converge_compatible(const intake_converge_t *c, const intake_converge_conf_t *conf);
+/* Takes new settings (compatible ones), callback context and counters; episodes are kept. */
+int intake_converge_update(intake_converge_t *c, const intake_converge_conf_t *conf, void *ctx,
+                           intake_converge_counters_t *counters);
+
+/* Decides about `ev` at `now_ms` (the daemon's clock). `fp` is a fingerprint of the event's
+ * identity (dedup's key): a retransmit of an episode's first event passes again, since dedup
+ * let it through only because that first copy was not confirmed. May emit summaries (an
+ * expired episode found, a clear, flapping, an eviction) before returning. */
+intake_converge_verdict_t intake_converge_check(intake_converge_t *c, const intake_event_t *ev,
+                                                uint64_t fp, int64_t now_ms);
+
+/* Scans up to `max_slots` slots from where the last tick stopped: closes expired episodes and
+ * emits due periodic summaries. Returns the slots scanned. */
+size_t intake_converge_tick(intake_converge_t *c, int64_t now_ms, size_t max_slots);
+
+/* Closes every open episode with a summary of `reason` (e.g. before dropping the table). */
+void intake_converge_flush(intake_converge_t *c, intake_summary_reason_t reason);
+
+#endif
