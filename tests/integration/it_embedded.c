@@ -9,7 +9,8 @@
 
 #define N 12
 
-/* The shipped config with `port: N` in the listen section replaced by ${PORT}. */
+/* The shipped config with `port: N` in the listen section replaced by ${PORT}, and the admin
+ * listener's port by 0 (any free port: tests run in parallel). */
 static char *shipped_config_template(void) {
   char path[512];
   snprintf(path, sizeof path, "%s/conf/intaked.yaml", ITEST_SOURCE_DIR);
@@ -20,14 +21,18 @@ static char *shipped_config_template(void) {
   FILE *o = open_memstream(&out, &cap);
   IT_CHECK(o != NULL);
   char line[1024];
-  int in_listen = 0, replaced = 0;
+  int in_listen = 0, in_admin = 0, replaced = 0;
   while (fgets(line, sizeof line, f)) {
-    if (line[0] != ' ' && line[0] != '#' && line[0] != '\n')
+    if (line[0] != ' ' && line[0] != '#' && line[0] != '\n') {
       in_listen = strncmp(line, "listen:", 7) == 0;
+      in_admin = strncmp(line, "admin:", 6) == 0;
+    }
     const char *p = line + strspn(line, " ");
     if (in_listen && !replaced && strncmp(p, "port:", 5) == 0) {
       fprintf(o, "%.*sport: ${PORT}\n", (int)(p - line), line);
       replaced = 1;
+    } else if (in_admin && strncmp(p, "port:", 5) == 0) {
+      fprintf(o, "%.*sport: 0\n", (int)(p - line), line);
     } else {
       fputs(line, o);
     }

@@ -367,6 +367,10 @@ void itest_daemon_start(itest_daemon_t *d, const char *name, const char *yaml_te
   FILE *f = fopen(d->config_path, "w");
   IT_CHECKF(f != NULL, "%s: %s", d->config_path, strerror(errno));
   fputs(yaml, f);
+  /* Tests run in parallel (ctest -j): a daemon whose test does not configure the admin
+   * listener gets a free port instead of the fixed default 9400, which two would share. */
+  if (strncmp(yaml, "admin:", 6) != 0 && !strstr(yaml, "\nadmin:"))
+    fputs("admin: {port: 0}\n", f);
   fclose(f);
   free(yaml);
 
