@@ -19,7 +19,8 @@ run_suite() {
   local dir=$1; shift
   cmake -S "$root" -B "$dir" -DINTAKE_WERROR=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs"
-  (cd "$dir" && ctest --output-on-failure --timeout 300)
+  # Tests are independent (own topics, free ports), so they run two at a time.
+  (cd "$dir" && ctest --output-on-failure --timeout 300 -j"$jobs")
 }
 
 echo "== build + tests (RelWithDebInfo, -Werror)"
