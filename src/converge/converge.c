@@ -160,12 +160,14 @@ static uint64_t key_hash(const intake_converge_t *c, const intake_event_t *ev) {
     h = XXH3_64bits_withSeed(present ? "\x02" : "\x03", 1, h);
     h = XXH3_64bits_withSeed(v.ptr, v.len, h);
   }
-  return h | 1; /* never 0 */
+  return h | 1ull << 63; /* never 0; the index uses the low bits (home()) */
 }
+
+static uint32_t home(const intake_converge_t *c, uint64_t hash) { return (uint32_t)hash & c->mask; }
 
 /* Index position of `hash`, or of the empty entry where it would go. */
 static uint32_t find_pos(const intake_converge_t *c, uint64_t hash) {
-  uint32_t i = (uint32_t)hash & c->mask;
+  uint32_t i = home(c, hash);
   while (c->index[i] && slot_at(c, c->index[i] - 1)->hash != hash)
     i = (i + 1) & c->mask;
   return i;
@@ -193,7 +195,7 @@ static void slot_free(intake_converge_t *c, slot_t *s) {
     j = (j + 1) & c->mask;
     if (!c->index[j])
       break;
-    uint32_t k = (uint32_t)slot_at(c, c->index[j] - 1)->hash & c->mask;
+    uint32_t k = home(c, slot_at(c, c->index[j] - 1)->hash);
     /* Move j back to i unless its home k lies cyclically in (i, j]. */
     bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (!stays) {
@@ -360,6 +362,19 @@ intake_converge_verdict_t intake_converge_check(intake_converge_t *c, const inta
       s->repeats++;
     c->n->repeats_suppressed++;
     return INTAKE_CONVERGE_SUPPRESS;
+  }
+}
+
+void intake_converge_prefetch(const intake_converge_t *c, const intake_event_t *ev, int stage) {
+  if (ev->raw_len > c->conf.max_event_bytes)
+    return;
+  uint32_t i = home(c, key_hash(c, ev));
+  if (stage == 0) {
+    __builtin_prefetch(&c->index[i]);
+  } else if (c->index[i]) {
+    slot_t *s = slot_at(c, c->index[i] - 1);
+    __builtin_prefetch(s, 1);
+    __builtin_prefetch((const char *)s + 64, 1);
   }
 }
 

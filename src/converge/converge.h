@@ -108,6 +108,12 @@ int intake_converge_update(intake_converge_t *c, const intake_converge_conf_t *c
 intake_converge_verdict_t intake_converge_check(intake_converge_t *c, const intake_event_t *ev,
                                                 uint64_t fp, int64_t now_ms);
 
+/* A hint, no state changes: stage 0 prefetches the index line of `ev`'s key; stage 1 (some
+ * events later, once that line is in cache) the episode slot it points to. On a table far
+ * larger than the caches this hides the two memory misses that check() would otherwise wait
+ * for (bench/hotpath.c --converge). */
+void intake_converge_prefetch(const intake_converge_t *c, const intake_event_t *ev, int stage);
+
 /* Scans up to `max_slots` slots from where the last tick stopped: closes expired episodes and
  * emits due periodic summaries. Returns the slots scanned. */
 size_t intake_converge_tick(intake_converge_t *c, int64_t now_ms, size_t max_slots);

@@ -62,6 +62,7 @@ typedef struct summary_rec {
   uint8_t data[];                   /* key, then value */
 } summary_rec_t;
 
+#define CONV_LOOKAHEAD 8             /* events between a slot's prefetch and its check */
 #define SUMMARY_MAX_TRIES 5         /* then counted in summaries_failed and dropped */
 #define MAX_CONV_STATS 4096
 
@@ -121,6 +122,8 @@ struct intake_pipeline {
   intake_topic_stats_t **tstats;    /* by router topic index */
   intake_route_stats_t **rstats;    /* by router rule index */
   conv_route_t **conv;              /* by router rule index; NULL = no convergence */
+  size_t n_rules;                   /* entries in conv */
+  size_t n_conv;                    /* non-NULL entries in conv */
   intake_converge_stats_t *conv_stats; /* registry by rule name, MAX_CONV_STATS */
   size_t n_conv_stats;
   summary_rec_t *summary_retry;     /* summaries to produce again at the next tick */
@@ -598,11 +601,21 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
     intake_dedup_probe_init(&e->probe, ev->source_id.ptr, ev->source_id.len, ev->event_id.ptr,
                             ev->event_id.len, ev->seq);
     intake_dedup_prefetch(p->dedup, &e->probe);
+    for (size_t k = 0; p->n_conv && k < p->n_rules; k++) /* converged rules it may match */
+      if (p->conv[k])
+        intake_converge_prefetch(p->conv[k]->c, ev, 0);
     p->parsed[i] = 1;
   }
 
   /* Pass 2: dedup, route, produce. */
   for (uint32_t i = 0; i < n; i++) {
+    /* Converge tables: pass 1 fetched the index lines; fetch the episode slots a few events
+     * ahead (hotpath --converge, 920k live episodes: ~490 -> see bench/RESULTS.md). */
+    uint32_t ahead = i + CONV_LOOKAHEAD;
+    if (p->n_conv && ahead < n && p->parsed[ahead])
+      for (size_t r = 0; r < p->n_rules; r++)
+        if (p->conv[r])
+          intake_converge_prefetch(p->conv[r]->c, &p->events[ahead], 1);
     if (!p->parsed[i])
       continue;
     pend_t *e = &job->pends[i];
@@ -1033,6 +1046,10 @@ static void routing_install(intake_pipeline_t *p, routing_t *r) {
     }
   }
   p->conv = r->conv;
+  p->n_rules = intake_router_n_rules(r->router);
+  p->n_conv = 0;
+  for (size_t i = 0; i < p->n_rules; i++)
+    p->n_conv += r->conv[i] != NULL;
   p->router = r->router;
   p->topics = r->topics;
   p->tstats = r->tstats;
@@ -1048,6 +1065,7 @@ static void routing_uninstall(intake_pipeline_t *p, routing_t *r) {
   r->rstats = p->rstats;
   r->conv = p->conv;
   p->conv = NULL;
+  p->n_rules = p->n_conv = 0;
   p->router = NULL;
   p->topics = NULL;
   p->tstats = NULL;
