@@ -610,7 +610,7 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   /* Pass 2: dedup, route, produce. */
   for (uint32_t i = 0; i < n; i++) {
     /* Converge tables: pass 1 fetched the index lines; fetch the episode slots a few events
-     * ahead (hotpath --converge, 920k live episodes: ~490 -> see bench/RESULTS.md). */
+     * ahead: on a table far larger than the caches, check() then finds both in cache. */
     uint32_t ahead = i + CONV_LOOKAHEAD;
     if (p->n_conv && ahead < n && p->parsed[ahead])
       for (size_t r = 0; r < p->n_rules; r++)

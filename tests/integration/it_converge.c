@@ -6,7 +6,9 @@
  * interleaved with a second camera and a second type, yields one first record per key and,
  * after 2 s of silence, one summary each with the repeat count; a clear passes and closes its
  * episode with a summary; a flapping sensor yields one FLAPPING summary. The archive gets all
- * 110 events, and the acks say CONVERGED exactly for the suppressed ones. */
+ * 110 events, and the acks say CONVERGED exactly for the suppressed ones. A reload that keeps
+ * the rule keeps its episodes; one that drops `converge` ends them with EVICTED summaries. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +28,48 @@ static const char CONFIG[] =
     "    - {name: archive, topics: ${P}.archive}\n";
 
 #define MAXB 64
+
+/* Rewrites the daemon's config (the rule "alarms" with or without converge) and reloads. */
+static void reload(itest_daemon_t *d, bool converge) {
+  FILE *f = fopen(d->config_path, "w");
+  IT_CHECK(f != NULL);
+  const char *p = itest_prefix();
+  fprintf(f,
+          "listen: {address: 127.0.0.1, port: %u}\n"
+          "admin: {port: 0}\n"
+          "kafka: {mode: brokers, brokers: \"%s\", delivery_timeout: 20s}\n"
+          "routes:\n"
+          "  default_topic: %s.events\n"
+          "  dead_letter_topic: %s.dlq\n"
+          "  rules:\n"
+          "    - name: alarms\n"
+          "      match: {kind: [camera, sensor]}\n"
+          "      topics: %s.conv\n"
+          "%s"
+          "    - {name: archive, topics: %s.archive}\n",
+          d->port, itest_bootstrap(), p, p, p,
+          converge ? "      converge: {key: [source, type], window: 2s, flap: {count: 3, window: 30s}}\n"
+                   : "",
+          p);
+  fclose(f);
+  char *log0 = itest_daemon_log(d);
+  size_t before = 0;
+  for (const char *q = log0; (q = strstr(q, "msg=\"reloaded\"")); q++)
+    before++;
+  free(log0);
+  itest_daemon_signal(d, SIGHUP);
+  for (int i = 0; i < 100; i++) { /* until one more "reloaded" line */
+    char *log = itest_daemon_log(d);
+    size_t n = 0;
+    for (const char *q = log; (q = strstr(q, "msg=\"reloaded\"")); q++)
+      n++;
+    free(log);
+    if (n > before)
+      return;
+    itest_sleep_ms(100);
+  }
+  IT_FAIL("no reload");
+}
 
 typedef struct {
   ProtobufCBinaryData ev[MAXB];
@@ -128,16 +172,42 @@ int main(void) {
   itest_sleep_ms(500);
   itest_records_free(&cv);
   cv = itest_consume(itest_bootstrap(), topics[0], 16, 5000);
-  itest_records_t ar = itest_consume(itest_bootstrap(), topics[1], 110, 20000);
-  IT_CHECK_INT(ar.n, 110);
   IT_CHECK_INT(cv.n, 16);
+  itest_records_free(&cv);
 
-  size_t events = 0, expired = 0, cleared = 0, flapping = 0;
+  /* Reloads: the same rule keeps the episode of cam-9; without converge it ends (EVICTED, and
+   * so does lvl-1's flapping episode) and the next alarm is written without a kind header. */
+  add(&b, "cam-9", CAM, "gb28181.alarm.6", false, 0);
+  add(&b, "cam-9", CAM, "gb28181.alarm.6", false, 1000);
+  o = send(c, &b);
+  IT_CHECK_INT(o[0], INTAKE__V1__OUTCOME__OUTCOME_ACCEPTED);
+  IT_CHECK_INT(o[1], INTAKE__V1__OUTCOME__OUTCOME_CONVERGED);
+  free(o);
+  reload(&d, true);
+  add(&b, "cam-9", CAM, "gb28181.alarm.6", false, 2000);
+  o = send(c, &b);
+  IT_CHECK_INT(o[0], INTAKE__V1__OUTCOME__OUTCOME_CONVERGED);
+  free(o);
+  reload(&d, false);
+  add(&b, "cam-9", CAM, "gb28181.alarm.6", false, 3000);
+  o = send(c, &b);
+  IT_CHECK_INT(o[0], INTAKE__V1__OUTCOME__OUTCOME_ACCEPTED);
+  free(o);
+  cv = itest_consume(itest_bootstrap(), topics[0], 20, 20000);
+  itest_records_t ar = itest_consume(itest_bootstrap(), topics[1], 114, 20000);
+  IT_CHECK_INT(ar.n, 114);
+  IT_CHECK_INT(cv.n, 20);
+
+  size_t events = 0, expired = 0, cleared = 0, flapping = 0, evicted = 0, plain = 0;
   for (size_t i = 0; i < cv.n; i++) {
     const itest_record_t *r = &cv.v[i];
     const char *kind = itest_record_header(r, "kind");
-    IT_CHECK(kind != NULL);
     IT_CHECK_STR(itest_record_header(r, "route"), "alarms");
+    if (!kind) { /* after the reload without converge */
+      IT_CHECK_STR(r->key, "cam-9");
+      plain++;
+      continue;
+    }
     if (!strcmp(kind, "event")) {
       events++;
       Intake__V1__Event *e = itest_record_event(r);
@@ -180,12 +250,21 @@ int main(void) {
       IT_CHECK(s->flapping);
       IT_CHECK_INT(s->flap_count, 4);
       break;
+    case INTAKE__V1__SUMMARY_REASON__SUMMARY_REASON_EVICTED:
+      evicted++;
+      if (!strcmp(s->source_id, "cam-9"))
+        IT_CHECK_INT(s->repeat_count, 2); /* one before the first reload, one after */
+      else
+        IT_CHECK(!strcmp(s->source_id, "lvl-1") && s->flapping);
+      break;
     default:
       IT_FAIL("unexpected summary reason %d", s->reason);
     }
     intake__v1__convergence_summary__free_unpacked(s, NULL);
   }
-  IT_CHECK_INT(events, 9);
+  IT_CHECK_INT(events, 10);
+  IT_CHECK_INT(evicted, 2);
+  IT_CHECK_INT(plain, 1);
   IT_CHECK_INT(expired, 3);
   IT_CHECK_INT(cleared, 3); /* cam-3, and lvl-1's two clears before it flapped */
   IT_CHECK_INT(flapping, 1);
@@ -199,9 +278,9 @@ int main(void) {
   char *line = itest_log_last_line(log, "msg=\"converge stats\"");
   IT_CHECK(line != NULL);
   uint64_t v;
-  IT_CHECK(itest_logfmt_u64(line, "episodes_opened", &v) && v == 6);
+  IT_CHECK(itest_logfmt_u64(line, "episodes_opened", &v) && v == 7);
   IT_CHECK(itest_logfmt_u64(line, "flapping", &v) && v == 1);
-  IT_CHECK(itest_logfmt_u64(line, "summaries_delivered", &v) && v == 7);
+  IT_CHECK(itest_logfmt_u64(line, "summaries_delivered", &v) && v == 9);
   free(line);
   free(log);
   itest_records_free(&cv);
