@@ -15,6 +15,7 @@ static void write_config(const itest_daemon_t *d, const char *fire_topic, uint16
   IT_CHECK(f != NULL);
   fprintf(f,
           "listen: {address: 127.0.0.1, port: %u}\n"
+          "admin: {port: 0}\n" /* as itest_daemon_start() wrote it: no admin.port warning */
           "kafka: {mode: brokers, brokers: \"%s\", delivery_timeout: 20s,\n"
           "        properties: {linger.ms: \"50\"}}\n"
           "dedup: {window: 10m}\n"
