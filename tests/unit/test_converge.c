@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "config/config.h"
 #include "converge/converge.h"
 #include "intake.pb-c.h"
 
@@ -319,6 +320,71 @@ static void test_conf_check(void **state) {
   assert_null(intake_converge_create(&cf, on_emit, NULL, &cnt));
 }
 
+/* routes.rules[].converge in the config loader: defaults, every key, and errors with lines. */
+static void test_config(void **state) {
+  (void)state;
+  static const char ok[] =
+      "routes:\n"
+      "  rules:\n"
+      "    - {name: a, topics: t1, converge: ~}\n"
+      "    - name: b\n"
+      "      topics: t2\n"
+      "      converge:\n"
+      "        key: [source, attributes: [zone, lane]]\n"
+      "        window: 5s\n"
+      "        refresh: false\n"
+      "        summary_every: 1m\n"
+      "        flap: {count: 4, window: 10m}\n"
+      "        memory: 1MiB\n"
+      "        max_event_bytes: 1KiB\n"
+      "    - {name: c, topics: t3}\n";
+  intake_config_t cfg;
+  char err[256];
+  assert_int_equal(intake_config_load_string(&cfg, "t.yaml", ok, strlen(ok), err, sizeof err), 0);
+  const intake_converge_config_t *a = &cfg.rules[0].converge, *b = &cfg.rules[1].converge;
+  assert_true(a->enabled && a->key_source && a->key_type && a->refresh);
+  assert_int_equal(a->window_ms, 30000);
+  assert_int_equal(a->memory_bytes, 16 << 20);
+  assert_int_equal(a->max_event_bytes, 432);
+  assert_int_equal(a->flap_count, 0);
+  assert_true(b->enabled && b->key_source && !b->key_type && !b->refresh);
+  assert_int_equal(b->n_key_attrs, 2);
+  assert_string_equal(b->key_attrs[1], "lane");
+  assert_int_equal(b->window_ms, 5000);
+  assert_int_equal(b->summary_every_ms, 60000);
+  assert_int_equal(b->flap_count, 4);
+  assert_int_equal(b->flap_window_ms, 600000);
+  assert_int_equal(b->memory_bytes, 1 << 20);
+  assert_int_equal(b->max_event_bytes, 1024);
+  assert_false(cfg.rules[2].converge.enabled);
+  intake_config_dispose(&cfg);
+
+  static const struct {
+    const char *yaml, *msg;
+  } bad[] = {
+      {"routes: {rules: [{name: a, topics: t, converge: {windw: 5s}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.windw: unknown key"},
+      {"routes: {rules: [{name: a, topics: t, converge: {window: 0}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.window: must be between 100ms and 1d (got 0)"},
+      {"routes:\n  rules:\n    - {name: a, topics: t, converge: {key: [color]}}\n",
+       "t.yaml:3: routes.rules[0].converge.key[0]: expected source, type or attributes: [names]"},
+      {"routes: {rules: [{name: a, topics: t, converge: {key: []}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.key: the key needs at least one field"},
+      {"routes: {rules: [{name: a, topics: t, converge: {flap: {count: 0}}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.flap.count: must be between 1 and 65000 (got 0)"},
+      {"routes: {rules: [{name: a, topics: t, converge: {memory: 1KiB}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.memory: must be between 65536 and 17179869184 (got 1KiB)"},
+      {"routes: {rules: [{name: a, topics: t, converge: {refresh: maybe}}]}\n",
+       "t.yaml:1: routes.rules[0].converge.refresh: expected true or false (got \"maybe\")"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(
+        intake_config_load_string(&cfg, "t.yaml", bad[i].yaml, strlen(bad[i].yaml), err, sizeof err),
+        -1);
+    assert_string_equal(err, bad[i].msg);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_repeat_clear),
@@ -331,6 +397,7 @@ int main(void) {
       cmocka_unit_test(test_interleaved_keys),
       cmocka_unit_test(test_oversize_passes),
       cmocka_unit_test(test_conf_check),
+      cmocka_unit_test(test_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
