@@ -817,8 +817,16 @@ void itest_consumer_catch_up(itest_consumer_t *c, int timeout_ms) {
   IT_CHECK(high != NULL);
   for (size_t i = 0; i < c->n_parts; i++) {
     int64_t lo, hi;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        c->rk, c->parts[i].topic, c->parts[i].partition, &lo, &hi, 10000);
+    rd_kafka_resp_err_t err;
+    /* Right after a topic is created its partitions may not have a leader yet (the broker
+     * answers NOT_LEADER / LEADER_NOT_AVAILABLE for a moment): ask again until the deadline. */
+    while ((err = rd_kafka_query_watermark_offsets(c->rk, c->parts[i].topic,
+                                                   c->parts[i].partition, &lo, &hi, 10000)) &&
+           (err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+            err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+            err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+           itest_mono_ms() < deadline)
+      itest_sleep_ms(100);
     IT_CHECKF(err == 0, "watermarks of %s [%d]: %s", c->parts[i].topic,
               (int)c->parts[i].partition, rd_kafka_err2str(err));
     high[i] = hi;
