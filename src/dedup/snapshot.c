@@ -212,7 +212,7 @@ int intake_snapshot_begin(intake_snapshot_writer_t *w, const char *path, uint64_
   if (w->fd < 0)
     return -errno;
   unsigned char hdr[INTAKE_SNAPSHOT_HEADER_BYTES];
-  memset(hdr, 0, sizeof hdr); /* a placeholder until the counts are known: never valid */
+  memset(hdr, 0, sizeof hdr); /* zeroed until the counts are known: never valid meanwhile */
   int rc = write_all(w->fd, hdr, sizeof hdr);
   return rc < 0 ? fail_with(w, rc) : 0;
 }
