@@ -306,11 +306,12 @@ static int cmd_load(args_t *a) {
          U(c->batches_resend), U(c->events_sent), U(c->events_made), U(c->invalid_made),
          U(c->storm_repeats), U(c->storm_relays), U(c->flap_events), U(c->seq_repeats));
   printf("answers: acks %llu (ok %llu, retry %llu, batch rejected %llu, unmatched %llu, "
-         "malformed %llu); per event: accepted %llu, duplicate %llu, rejected %llu; unique "
-         "accepted %llu (%llu records)\n",
+         "malformed %llu); per event: accepted %llu, duplicate %llu, rejected %llu, converged "
+         "%llu, unknown %llu; unique accepted %llu (%llu records)\n",
          U(c->acks), U(c->acks_ok), U(c->acks_retry), U(c->acks_rejected), U(c->acks_unmatched),
          U(c->acks_malformed), U(c->answers_accepted), U(c->answers_duplicate),
-         U(c->answers_rejected), U(c->unique_accepted), U(c->unique_records));
+         U(c->answers_rejected), U(c->answers_converged), U(c->answers_unknown),
+         U(c->unique_accepted), U(c->unique_records));
   printf("connections: dropped on purpose %llu, lost %llu, unexpected protocol errors %llu; "
          "copies with a lost answer %llu; malformed frames %llu (answered right %llu, wrong "
          "%llu)\n",
@@ -377,7 +378,7 @@ static int cmd_load(args_t *a) {
           "events_sent", "events_made", "invalid_made", "storm_repeats", "storm_relays",
           "flap_events", "seq_repeats", "acks", "acks_ok", "acks_retry", "acks_rejected",
           "acks_unmatched", "acks_malformed", "answers_accepted", "answers_duplicate",
-          "answers_rejected", "unique_accepted", "unique_records", "drops", "conn_lost",
+          "answers_rejected", "answers_converged", "answers_unknown", "unique_accepted", "unique_records", "drops", "conn_lost",
           "protocol_errors", "lost_copies", "bad_frames", "bad_frames_answered",
           "bad_frames_wrong", "late_sends", "bytes_sent", "max_lag_us"};
       _Static_assert(sizeof cn / sizeof cn[0] == sizeof(load_counters_t) / sizeof(uint64_t),

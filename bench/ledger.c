@@ -48,6 +48,9 @@ oom:
 
 int ledger_answer(ledger_entry_t *e, int outcome, uint32_t batch_no, uint16_t idx) {
   switch (outcome) {
+  case 3:
+    e->flags |= LEDGER_F_CONVERGED;
+    __attribute__((fallthrough)); /* CONVERGED is accepted */
   case 0:
     e->n_accepted = sat_inc(e->n_accepted);
     if (!(e->flags & LEDGER_F_POS_ACCEPTED)) {
@@ -232,7 +235,7 @@ int verify_run(const char *bootstrap, const char *const topics[CITY_N_TOPICS],
         r->accepted++;
         if (e->n_accepted > 1)
           r->accepted_twice++;
-        want = WANT_1;
+        want = e->flags & LEDGER_F_CONVERGED ? WANT_AMBIG : WANT_1;
       } else if (e->n_duplicate && e->n_lost) {
         if (e->flags & LEDGER_F_SEQ_CONFLICT) {
           want = WANT_AMBIG;

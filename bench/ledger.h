@@ -13,7 +13,9 @@
  *   - answered DUPLICATE only, never lost: not in Kafka (a sequence-number repeat), or, for an
  *     event nobody delivered, a false duplicate: an event lost;
  *   - REJECTED: in the dead-letter topic once per REJECTED answer, never on a data topic;
- *   - no answer at all: in Kafka at most once.
+ *   - no answer at all: in Kafka at most once;
+ *   - CONVERGED (alarm convergence on some route): accepted, but the verifier cannot tell which
+ *     routes converged it, so it allows 0 or 1 record per topic (the bench's routes have none).
  * Per-source order: on every topic, a source's events appear in the order of the copies that
  * delivered them (batch send order, then position in the batch). */
 #ifndef INTAKE_BENCH_LEDGER_H
@@ -32,7 +34,8 @@ enum {
   LEDGER_F_INVALID = 1,       /* made invalid on purpose: must be REJECTED */
   LEDGER_F_SEQ_CONFLICT = 2,  /* reuses a sequence number of its camera under a new id */
   LEDGER_F_POS_ACCEPTED = 4,  /* pos is that of the copy answered ACCEPTED */
-  LEDGER_F_POS_LOST = 8       /* pos is that of the first copy whose answer was lost */
+  LEDGER_F_POS_LOST = 8,      /* pos is that of the first copy whose answer was lost */
+  LEDGER_F_CONVERGED = 16     /* answered CONVERGED: on a converged route it may be absent */
 };
 
 typedef struct {
@@ -68,8 +71,9 @@ static inline ledger_entry_t *ledger_at(const ledger_t *l, uint64_t index) {
 
 static inline uint8_t sat_inc(uint8_t v) { return v == 255 ? v : (uint8_t)(v + 1); }
 
-/* Records an answer (INTAKE outcome 0 ACCEPTED, 1 DUPLICATE, 2 REJECTED) for the copy at
- * (batch_no, idx). Returns 1 when this made the event accepted for the first time. */
+/* Records an answer (intake.v1.Outcome: 0 ACCEPTED, 1 DUPLICATE, 2 REJECTED, 3 CONVERGED, which
+ * counts as accepted) for the copy at (batch_no, idx). Returns 1 when this made the event
+ * accepted for the first time. */
 int ledger_answer(ledger_entry_t *e, int outcome, uint32_t batch_no, uint16_t idx);
 
 /* Records a copy whose fate is unknown (answered RETRY, or its connection dropped). */

@@ -545,12 +545,16 @@ static void handle_ack(gw_t *g, const Intake__V1__BatchAck *ack, int64_t now) {
     for (uint32_t i = 0; i < s->n; i++) {
       ledger_entry_t *e = ledger_at(g->ledger, s->refs[i] & mask);
       int o = (int)ack->outcomes[i];
-      if (o == 0)
-        g->c.answers_accepted++;
-      else if (o == 1)
-        g->c.answers_duplicate++;
-      else
-        g->c.answers_rejected++;
+      switch (o) {
+      case 0: g->c.answers_accepted++; break;
+      case 1: g->c.answers_duplicate++; break;
+      case 2: g->c.answers_rejected++; break;
+      case 3: g->c.answers_converged++; break;
+      default: /* an outcome this bench does not know: its fate is unknown */
+        g->c.answers_unknown++;
+        ledger_lost(e, f->batch_no, (uint16_t)i);
+        continue;
+      }
       if (ledger_answer(e, o, f->batch_no, (uint16_t)i)) {
         unsigned r = (unsigned)__builtin_popcount(e->topics);
         g->c.unique_accepted++;

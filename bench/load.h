@@ -64,6 +64,7 @@ typedef struct {
   uint64_t invalid_made, storm_repeats, storm_relays, flap_events, seq_repeats;
   uint64_t acks, acks_ok, acks_retry, acks_rejected, acks_unmatched, acks_malformed;
   uint64_t answers_accepted, answers_duplicate, answers_rejected; /* per copy */
+  uint64_t answers_converged, answers_unknown;
   uint64_t unique_accepted;   /* events answered ACCEPTED for the first time */
   uint64_t unique_records;    /* Kafka records those make (fan-out) */
   uint64_t drops;             /* connections dropped on purpose */

@@ -23,7 +23,7 @@ trap cleanup EXIT
 mutants=(
   "real daemon|||--duration 10 --rate 30000"
   "lost record: produce skipped, ACCEPTED anyway|src/pipeline/pipeline.c|s/(  for \(size_t t = 0; t < n; t\+\+\) \{\n)/static unsigned long mut_n;\n\$1    if (++mut_n % 20000 == 0) continue;\n/|--duration 10 --rate 30000"
-  "reordered: a batch produced backwards|src/pipeline/pipeline.c|s/for \(uint32_t i = 0; i < n; i\+\+\) \{\n    if \(!p->parsed\[i\]\)/for (uint32_t i = n; i-- > 0;) {\n    if (!p->parsed[i])/|--duration 10 --rate 30000"
+  "reordered: a batch produced backwards|src/pipeline/pipeline.c|s/(Pass 2: dedup, route, produce\. \*\/\n  )for \(uint32_t i = 0; i < n; i\+\+\) \{/\$1for (uint32_t i = n; i-- > 0;) {/|--duration 10 --rate 30000"
   "forgetful dedup: sequenced keys not kept by id|src/dedup/dedup.c|s/  ev_commit\(d, p, tick\);\n  if \(!p->seq\)\n    return;/  if (!p->seq) {\n    ev_commit(d, p, tick);\n    return;\n  }/|--duration 15 --rate 20000 --storm-cameras 200 --storm-period-ms 50 --late-retransmit 0.05"
   "leaky dedup: every 50th duplicate taken for new|src/dedup/dedup.c|s/  return ev_seen\(d, p, tick\) \? INTAKE_DEDUP_DUPLICATE : INTAKE_DEDUP_NEW;/  static unsigned mut_d;\n  if (ev_seen(d, p, tick)) return ++mut_d % 50 ? INTAKE_DEDUP_DUPLICATE : INTAKE_DEDUP_NEW;\n  return INTAKE_DEDUP_NEW;/|--duration 10 --rate 30000"
 )
