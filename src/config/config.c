@@ -633,7 +633,7 @@ static void load_str_list(loader_t *ld, yaml_node_t *n, const char *path, char *
   for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
        it++, i++) {
     yaml_node_t *item = node_at(ld, *it);
-    char ipath[512];
+    char ipath[540]; /* path (< 512) + "[index]" */
     snprintf(ipath, sizeof ipath, "%s[%zu]", path, i);
     if (item != NULL)
       add_str_item(ld, item, ipath, list, count, lines, check);
