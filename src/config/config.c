@@ -1347,25 +1347,27 @@ static int str_differs(const char *a, const char *b) {
 
 void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *running, char *changed,
                                      size_t changed_len) {
+/* A restart-only string / number: note a change, then keep the running value in `next`. */
+#define KEEP_STR(field, name)                                                                      \
+  do {                                                                                             \
+    if (str_differs(next->field, running->field))                                                 \
+      NOTE_CHANGED(name);                                                                          \
+    swap_str(&next->field, &running->field);                                                       \
+  } while (0)
+#define KEEP_NUM(field, name)                                                                      \
+  do {                                                                                             \
+    if (next->field != running->field)                                                             \
+      NOTE_CHANGED(name);                                                                          \
+    next->field = running->field;                                                                  \
+  } while (0)
+
   changed[0] = '\0';
-  if (str_differs(next->listen_address, running->listen_address))
-    NOTE_CHANGED("listen.address");
-  swap_str(&next->listen_address, &running->listen_address);
-  if (next->listen_port != running->listen_port)
-    NOTE_CHANGED("listen.port");
-  next->listen_port = running->listen_port;
-  if (next->kafka_mode != running->kafka_mode)
-    NOTE_CHANGED("kafka.mode");
-  next->kafka_mode = running->kafka_mode;
-  if (str_differs(next->kafka_brokers, running->kafka_brokers))
-    NOTE_CHANGED("kafka.brokers");
-  swap_str(&next->kafka_brokers, &running->kafka_brokers);
-  if (next->embedded_partitions != running->embedded_partitions)
-    NOTE_CHANGED("kafka.embedded_partitions");
-  next->embedded_partitions = running->embedded_partitions;
-  if (next->delivery_timeout_ms != running->delivery_timeout_ms)
-    NOTE_CHANGED("kafka.delivery_timeout");
-  next->delivery_timeout_ms = running->delivery_timeout_ms;
+  KEEP_STR(listen_address, "listen.address");
+  KEEP_NUM(listen_port, "listen.port");
+  KEEP_NUM(kafka_mode, "kafka.mode");
+  KEEP_STR(kafka_brokers, "kafka.brokers");
+  KEEP_NUM(embedded_partitions, "kafka.embedded_partitions");
+  KEEP_NUM(delivery_timeout_ms, "kafka.delivery_timeout");
   int props = next->n_kafka_properties != running->n_kafka_properties;
   for (size_t i = 0; !props && i < next->n_kafka_properties; i++)
     props = str_differs(next->kafka_properties[i].key, running->kafka_properties[i].key) ||
@@ -1378,22 +1380,12 @@ void intake_config_keep_restart_only(intake_config_t *next, intake_config_t *run
   next->n_kafka_properties = running->n_kafka_properties;
   running->kafka_properties = kv;
   running->n_kafka_properties = nkv;
-  if (next->dedup_memory_bytes != running->dedup_memory_bytes)
-    NOTE_CHANGED("dedup.memory");
-  next->dedup_memory_bytes = running->dedup_memory_bytes;
-  if (next->dedup_seq_memory_bytes != running->dedup_seq_memory_bytes)
-    NOTE_CHANGED("dedup.sequence_memory");
-  next->dedup_seq_memory_bytes = running->dedup_seq_memory_bytes;
-  if (str_differs(next->dedup_snapshot_path, running->dedup_snapshot_path))
-    NOTE_CHANGED("dedup.snapshot_path");
-  swap_str(&next->dedup_snapshot_path, &running->dedup_snapshot_path);
-  if (next->admin_enabled != running->admin_enabled)
-    NOTE_CHANGED("admin.enabled");
-  next->admin_enabled = running->admin_enabled;
-  if (str_differs(next->admin_address, running->admin_address))
-    NOTE_CHANGED("admin.address");
-  swap_str(&next->admin_address, &running->admin_address);
-  if (next->admin_port != running->admin_port)
-    NOTE_CHANGED("admin.port");
-  next->admin_port = running->admin_port;
+  KEEP_NUM(dedup_memory_bytes, "dedup.memory");
+  KEEP_NUM(dedup_seq_memory_bytes, "dedup.sequence_memory");
+  KEEP_STR(dedup_snapshot_path, "dedup.snapshot_path");
+  KEEP_NUM(admin_enabled, "admin.enabled");
+  KEEP_STR(admin_address, "admin.address");
+  KEEP_NUM(admin_port, "admin.port");
+#undef KEEP_STR
+#undef KEEP_NUM
 }

@@ -871,17 +871,29 @@ static void on_conv_tick(uv_timer_t *t) {
   }
 }
 
+/* The entry named `name` in a fixed-capacity array of counter structs that start with their
+ * `const char *name`, added (with a copy of the name) when new. NULL when full or out of memory.
+ * Entries never move, so pointers to them stay valid for the pipeline's life. */
+static void *stat_by_name(void *array, size_t elem_size, size_t *n, size_t cap, const char *name) {
+  char *base = array;
+  for (size_t i = 0; i < *n; i++)
+    if (!strcmp(*(const char **)(base + i * elem_size), name))
+      return base + i * elem_size;
+  char *copy;
+  if (*n == cap || !(copy = strdup(name)))
+    return NULL;
+  const char **entry = (const char **)(base + (*n)++ * elem_size);
+  *entry = copy;
+  return entry;
+}
+
+_Static_assert(offsetof(intake_topic_stats_t, name) == 0, "stat_by_name needs name first");
+_Static_assert(offsetof(intake_route_stats_t, name) == 0, "stat_by_name needs name first");
+_Static_assert(offsetof(intake_converge_stats_t, name) == 0, "stat_by_name needs name first");
+
 static intake_converge_stats_t *conv_stat(intake_pipeline_t *p, const char *name) {
-  for (size_t i = 0; i < p->n_conv_stats; i++)
-    if (!strcmp(p->conv_stats[i].name, name))
-      return &p->conv_stats[i];
-  if (p->n_conv_stats == MAX_CONV_STATS)
-    return NULL;
-  intake_converge_stats_t *c = &p->conv_stats[p->n_conv_stats];
-  if (!(c->name = strdup(name)))
-    return NULL;
-  p->n_conv_stats++;
-  return c;
+  return stat_by_name(p->conv_stats, sizeof *p->conv_stats, &p->n_conv_stats, MAX_CONV_STATS,
+                      name);
 }
 
 static intake_converge_conf_t conv_conf(const intake_converge_config_t *c) {
@@ -937,30 +949,15 @@ static void free_stats(intake_pipeline_t *p) {
   free(p->conv_stats);
 }
 
+
 static intake_topic_stats_t *topic_stat(intake_pipeline_t *p, const char *name) {
-  for (size_t i = 0; i < p->n_topic_stats; i++)
-    if (!strcmp(p->topic_stats[i].name, name))
-      return &p->topic_stats[i];
-  if (p->n_topic_stats == MAX_TOPIC_STATS)
-    return NULL;
-  intake_topic_stats_t *t = &p->topic_stats[p->n_topic_stats];
-  if (!(t->name = strdup(name)))
-    return NULL;
-  p->n_topic_stats++;
-  return t;
+  return stat_by_name(p->topic_stats, sizeof *p->topic_stats, &p->n_topic_stats, MAX_TOPIC_STATS,
+                      name);
 }
 
 static intake_route_stats_t *route_stat(intake_pipeline_t *p, const char *name) {
-  for (size_t i = 0; i < p->n_route_stats; i++)
-    if (!strcmp(p->route_stats[i].name, name))
-      return &p->route_stats[i];
-  if (p->n_route_stats == MAX_ROUTE_STATS)
-    return NULL;
-  intake_route_stats_t *r = &p->route_stats[p->n_route_stats];
-  if (!(r->name = strdup(name)))
-    return NULL;
-  p->n_route_stats++;
-  return r;
+  return stat_by_name(p->route_stats, sizeof *p->route_stats, &p->n_route_stats, MAX_ROUTE_STATS,
+                      name);
 }
 
 /* The per-router state: the router itself and, by its topic and rule indexes, the sink topics
