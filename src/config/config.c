@@ -198,6 +198,7 @@ static const char *const kafka_modes[] = {"embedded", "brokers", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const encodings[] = {"protobuf", "json", NULL};
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 
 _Static_assert(sizeof(intake_kafka_mode_t) == 4 && sizeof(intake_log_level_t) == 4 &&
                    sizeof(intake_log_format_t) == 4,
@@ -210,12 +211,22 @@ static const key_def_t keys[] = {
     UINT("listen.port", listen_port, 7400, 0, 65535),
     UINT("listen.max_connections", max_connections, 1024, 1, 100000),
     DURATION("listen.idle_timeout", idle_timeout_ms, 120 * SEC, 1 * SEC, 1 * DAY, 0),
+    DURATION("listen.keepalive", keepalive_ms, 60 * SEC, 1 * SEC, 2 * HOUR, KF_ZERO_OFF),
+    BYTES("listen.write_backlog", write_backlog_bytes, 256 * KIB, 4 * KIB, 64 * MIB),
+    OPT_STR("listen.tls.cert_file", tls_cert_file, check_nonempty),
+    OPT_STR("listen.tls.key_file", tls_key_file, check_nonempty),
+    OPT_STR("listen.tls.client_ca_file", tls_client_ca_file, check_nonempty),
+    BOOL("listen.tls.require_client_cert", tls_require_client_cert, 0),
+    BOOL("listen.tls.match_gateway_id", tls_match_gateway_id, 0),
+    ENUM("listen.tls.min_version", tls_min_version, INTAKE_TLS_1_2, tls_versions),
 
     BYTES("gateway.max_frame_bytes", max_frame_bytes, 1 * MIB, 1 * KIB, 64 * MIB),
     UINT("gateway.max_batch_events", max_batch_events, 1000, 1, 100000),
     UINT("gateway.max_in_flight_batches", max_in_flight, 8, 1, 1024),
     DURATION("gateway.hello_timeout", hello_timeout_ms, 10 * SEC, 100 * MS, 5 * MIN, 0),
     OPT_STR("gateway.tokens_file", tokens_file, check_nonempty),
+    UINT("gateway.rate_limit", rate_limit, 0, 0, 100000000),
+    UINT("gateway.rate_burst", rate_burst, 0, 0, 1000000000),
 
     BYTES("validate.max_id_bytes", max_id_bytes, 64, 1, 1024),
     BYTES("validate.max_type_bytes", max_type_bytes, 64, 1, 1024),
@@ -1042,6 +1053,15 @@ static void load_key(loader_t *ld, size_t ki, yaml_node_t *v) {
   }
 }
 
+/* "listen.tls" when some key is "listen.tls.something". */
+static bool is_subsection(const char *path) {
+  size_t n = strlen(path);
+  for (size_t i = 0; i < N_KEYS; i++)
+    if (strncmp(keys[i].name, path, n) == 0 && keys[i].name[n] == '.')
+      return true;
+  return false;
+}
+
 static void load_section(loader_t *ld, const char *section, yaml_node_t *map) {
   if (!want_mapping(ld, map, section))
     return;
@@ -1054,10 +1074,12 @@ static void load_section(loader_t *ld, const char *section, yaml_node_t *map) {
     size_t ki = 0;
     while (ki < N_KEYS && strcmp(keys[ki].name, full) != 0)
       ki++;
-    if (ki == N_KEYS)
-      fail(ld, line_of(k), full, "unknown key");
-    else
+    if (ki < N_KEYS)
       load_key(ld, ki, v);
+    else if (is_subsection(full))
+      load_section(ld, full, v);
+    else
+      fail(ld, line_of(k), full, "unknown key");
   }
 }
 
@@ -1098,6 +1120,35 @@ static void cross_check(loader_t *ld) {
     fail(ld, brokers_line, "kafka.brokers",
          "set, but kafka.mode is embedded (events would go to the in-process mock cluster); "
          "set kafka.mode: brokers");
+
+  /* TLS: a certificate goes with its key, and client-certificate options need TLS and a CA. */
+  uint32_t cert_line = ld->key_line[key_index("listen.tls.cert_file")];
+  uint32_t key_line = ld->key_line[key_index("listen.tls.key_file")];
+  if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
+    fail(ld, cert_line > key_line ? cert_line : key_line,
+         cfg->tls_cert_file ? "listen.tls.key_file" : "listen.tls.cert_file",
+         "listen.tls.cert_file and listen.tls.key_file go together (set both, or neither)");
+  if (cfg->tls_cert_file == NULL) {
+    const char *off = "set, but TLS is off (listen.tls.cert_file and key_file are unset)";
+    if (cfg->tls_client_ca_file)
+      fail(ld, ld->key_line[key_index("listen.tls.client_ca_file")], "listen.tls.client_ca_file", "%s", off);
+    if (cfg->tls_require_client_cert)
+      fail(ld, ld->key_line[key_index("listen.tls.require_client_cert")],
+           "listen.tls.require_client_cert", "%s", off);
+    if (cfg->tls_match_gateway_id)
+      fail(ld, ld->key_line[key_index("listen.tls.match_gateway_id")], "listen.tls.match_gateway_id",
+           "%s", off);
+  }
+  if (cfg->tls_cert_file && cfg->tls_require_client_cert && cfg->tls_client_ca_file == NULL)
+    fail(ld, ld->key_line[key_index("listen.tls.require_client_cert")],
+         "listen.tls.require_client_cert",
+         "needs listen.tls.client_ca_file (the CA that signs gateway certificates)");
+  if (cfg->tls_cert_file && cfg->tls_match_gateway_id && !cfg->tls_require_client_cert)
+    fail(ld, ld->key_line[key_index("listen.tls.match_gateway_id")], "listen.tls.match_gateway_id",
+         "needs listen.tls.require_client_cert: true (the id is checked against the certificate)");
+  if (cfg->rate_burst != 0 && cfg->rate_limit == 0)
+    fail(ld, ld->key_line[key_index("gateway.rate_burst")], "gateway.rate_burst",
+         "set, but gateway.rate_limit is 0 (off)");
 
   uint32_t def_line = ld->key_line[key_index("routes.default_topic")];
   uint32_t dead_line = ld->key_line[key_index("routes.dead_letter_topic")];

@@ -89,6 +89,11 @@ typedef enum {
   INTAKE_LOG_FORMAT_JSON = 1
 } intake_log_format_t;
 
+typedef enum {
+  INTAKE_TLS_1_2 = 0,
+  INTAKE_TLS_1_3 = 1
+} intake_tls_version_t;
+
 typedef struct intake_config {
   char *path;                       /* file it was loaded from (the name given to
                                        load_string), "" for defaults */
@@ -99,6 +104,25 @@ typedef struct intake_config {
   uint16_t listen_port;             /* listen.port, default 7400; 0 = pick a free port */
   uint32_t max_connections;         /* listen.max_connections, default 1024, 1..100000 */
   uint64_t idle_timeout_ms;         /* listen.idle_timeout, default 120s, 1s..1d */
+  uint64_t keepalive_ms;            /* listen.keepalive: TCP keepalive idle time, default 60s,
+                                       0 = off, else 1s..2h (probes follow every keepalive/4,
+                                       at least 1s; 4 unanswered close the connection) */
+  uint64_t write_backlog_bytes;     /* listen.write_backlog: acks queued for a gateway that
+                                       does not read them; above it the connection is not read
+                                       until they drain. Default 256 KiB, 4 KiB..64 MiB */
+  /* listen.tls: gateway connections use TLS when cert_file and key_file are both set (PEM;
+     both or neither). Reloadable: new connections use the new files. */
+  char *tls_cert_file;              /* listen.tls.cert_file, default unset; a chain is allowed */
+  char *tls_key_file;               /* listen.tls.key_file, default unset */
+  char *tls_client_ca_file;         /* listen.tls.client_ca_file: CAs that sign gateway
+                                       certificates, default unset; needs TLS on */
+  bool tls_require_client_cert;     /* listen.tls.require_client_cert, default false; needs
+                                       client_ca_file. Without it a certificate is verified
+                                       when a gateway presents one */
+  bool tls_match_gateway_id;        /* listen.tls.match_gateway_id, default false; needs
+                                       require_client_cert: HELLO's gateway_id must equal the
+                                       certificate's subject CN or one of its DNS names */
+  intake_tls_version_t tls_min_version; /* listen.tls.min_version: "1.2" | "1.3", default 1.2 */
 
   /* gateway: */
   uint32_t max_frame_bytes;         /* gateway.max_frame_bytes, default 1 MiB, 1 KiB..64 MiB */
@@ -108,6 +132,12 @@ typedef struct intake_config {
   char *tokens_file;                /* gateway.tokens_file, default NULL = any token accepted;
                                        kept as written (a relative path is relative to the
                                        daemon's working directory); not opened by the loader */
+  uint32_t rate_limit;              /* gateway.rate_limit: events per second per gateway id,
+                                       default 0 = off, else 1..100M. Over it a batch is
+                                       answered RETRY with retry_after_ms (nothing processed) */
+  uint32_t rate_burst;              /* gateway.rate_burst: events a gateway may send at once
+                                       above the rate, default 0 = one second's worth
+                                       (rate_limit); needs rate_limit */
 
   /* validate: */
   uint32_t max_id_bytes;            /* validate.max_id_bytes (source_id, event_id), default 64,

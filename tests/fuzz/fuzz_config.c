@@ -20,6 +20,14 @@ static void check_bounds(const intake_config_t *c) {
   FUZZ_CHECK(IN(c->max_batch_events, 1u, 100000u));
   FUZZ_CHECK(IN(c->max_in_flight, 1u, 1024u));
   FUZZ_CHECK(IN(c->hello_timeout_ms, 100ull, 5 * MIN));
+  FUZZ_CHECK(c->keepalive_ms == 0 || IN(c->keepalive_ms, 1 * SEC, 2 * HOUR));
+  FUZZ_CHECK(IN(c->write_backlog_bytes, 4 * KIB, 64 * MIB));
+  FUZZ_CHECK((c->tls_cert_file == NULL) == (c->tls_key_file == NULL));
+  FUZZ_CHECK(c->tls_cert_file || (!c->tls_client_ca_file && !c->tls_require_client_cert &&
+                                  !c->tls_match_gateway_id));
+  FUZZ_CHECK(!c->tls_require_client_cert || c->tls_client_ca_file);
+  FUZZ_CHECK(!c->tls_match_gateway_id || c->tls_require_client_cert);
+  FUZZ_CHECK(c->rate_limit <= 100000000u && (c->rate_limit > 0 || c->rate_burst == 0));
   FUZZ_CHECK(IN(c->max_id_bytes, 1u, 1024u));
   FUZZ_CHECK(IN(c->max_type_bytes, 1u, 1024u));
   FUZZ_CHECK(c->max_attributes <= 1024u);

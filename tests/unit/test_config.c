@@ -110,6 +110,12 @@ static void test_shipped_config(void **state) {
   assert_int_equal(intake_config_defaults(&d), 0);
   assert_int_equal(c.max_connections, d.max_connections);
   assert_int_equal(c.idle_timeout_ms, d.idle_timeout_ms);
+  assert_int_equal(c.keepalive_ms, d.keepalive_ms);
+  assert_int_equal(c.write_backlog_bytes, d.write_backlog_bytes);
+  assert_int_equal(c.tls_min_version, d.tls_min_version);
+  assert_null(c.tls_cert_file);
+  assert_int_equal(c.rate_limit, d.rate_limit);
+  assert_int_equal(c.rate_burst, d.rate_burst);
   assert_int_equal(c.max_frame_bytes, d.max_frame_bytes);
   assert_int_equal(c.max_batch_events, d.max_batch_events);
   assert_int_equal(c.max_in_flight, d.max_in_flight);
@@ -622,6 +628,76 @@ static void test_docker_config(void **state) {
   intake_config_dispose(&c);
 }
 
+/* listen.keepalive / write_backlog, listen.tls.*, gateway.rate_limit / rate_burst: values,
+ * defaults, and the checks that tie them together. */
+static void test_connection_keys(void **state) {
+  (void)state;
+  intake_config_t c;
+  assert_int_equal(intake_config_defaults(&c), 0);
+  assert_int_equal(c.keepalive_ms, 60000);
+  assert_int_equal(c.write_backlog_bytes, 256 * 1024);
+  assert_null(c.tls_cert_file);
+  assert_null(c.tls_key_file);
+  assert_null(c.tls_client_ca_file);
+  assert_false(c.tls_require_client_cert);
+  assert_false(c.tls_match_gateway_id);
+  assert_int_equal(c.tls_min_version, INTAKE_TLS_1_2);
+  assert_int_equal(c.rate_limit, 0);
+  assert_int_equal(c.rate_burst, 0);
+  intake_config_dispose(&c);
+
+  int rc = load(&c, "listen:\n"
+                    "  keepalive: 0\n"
+                    "  write_backlog: 1MiB\n"
+                    "  tls:\n"
+                    "    cert_file: /etc/intake/server.pem\n"
+                    "    key_file: /etc/intake/server.key\n"
+                    "    client_ca_file: /etc/intake/gateways-ca.pem\n"
+                    "    require_client_cert: true\n"
+                    "    match_gateway_id: true\n"
+                    "    min_version: 1.3\n"
+                    "gateway:\n"
+                    "  rate_limit: 5000\n"
+                    "  rate_burst: 20000\n");
+  if (rc != 0)
+    print_error("%s\n", err);
+  assert_int_equal(rc, 0);
+  assert_int_equal(c.keepalive_ms, 0);
+  assert_int_equal(c.write_backlog_bytes, 1 << 20);
+  assert_string_equal(c.tls_cert_file, "/etc/intake/server.pem");
+  assert_string_equal(c.tls_key_file, "/etc/intake/server.key");
+  assert_string_equal(c.tls_client_ca_file, "/etc/intake/gateways-ca.pem");
+  assert_true(c.tls_require_client_cert);
+  assert_true(c.tls_match_gateway_id);
+  assert_int_equal(c.tls_min_version, INTAKE_TLS_1_3);
+  assert_int_equal(c.rate_limit, 5000);
+  assert_int_equal(c.rate_burst, 20000);
+  intake_config_dispose(&c);
+
+  expect_error("listen:\n  tls:\n    cert_file: a.pem\n",
+               "x.yaml:3: listen.tls.key_file: listen.tls.cert_file and listen.tls.key_file go "
+               "together (set both, or neither)");
+  expect_error("listen:\n  tls:\n    client_ca_file: ca.pem\n",
+               "x.yaml:3: listen.tls.client_ca_file: set, but TLS is off (listen.tls.cert_file and "
+               "key_file are unset)");
+  expect_error("listen:\n  tls:\n    cert_file: a.pem\n    key_file: a.key\n"
+               "    require_client_cert: true\n",
+               "x.yaml:5: listen.tls.require_client_cert: needs listen.tls.client_ca_file (the CA "
+               "that signs gateway certificates)");
+  expect_error("listen:\n  tls:\n    cert_file: a.pem\n    key_file: a.key\n"
+               "    client_ca_file: ca.pem\n    match_gateway_id: true\n",
+               "x.yaml:6: listen.tls.match_gateway_id: needs listen.tls.require_client_cert: true "
+               "(the id is checked against the certificate)");
+  expect_error("listen:\n  tls:\n    min_version: 1.1\n",
+               "x.yaml:3: listen.tls.min_version: must be one of 1.2|1.3 (got \"1.1\")");
+  expect_error("listen:\n  tls:\n    cert: a.pem\n", "x.yaml:3: listen.tls.cert: unknown key");
+  expect_error("listen:\n  tls: yes\n", "x.yaml:2: listen.tls: expected a mapping");
+  expect_error("gateway:\n  rate_burst: 10\n",
+               "x.yaml:2: gateway.rate_burst: set, but gateway.rate_limit is 0 (off)");
+  expect_error("listen:\n  write_backlog: 1KiB\n",
+               "x.yaml:2: listen.write_backlog: must be between 4KiB and 64MiB (got 1KiB)");
+}
+
 /* dedup.snapshot_path and dedup.snapshot_interval; the path needs a restart. */
 static void test_snapshot_keys(void **state) {
   intake_config_t c, r;
@@ -689,6 +765,7 @@ int main(void) {
       cmocka_unit_test(test_ops_keys),
       cmocka_unit_test(test_docker_config),
       cmocka_unit_test(test_snapshot_keys),
+      cmocka_unit_test(test_connection_keys),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_empty_is_defaults),
       cmocka_unit_test(test_shipped_config),
