@@ -16,6 +16,7 @@
 #include <zstd.h>
 
 #include "ingest/frame.h"
+#include "ingest/tls.h"
 
 /* A blocked send gives up after this long: a test must fail, not hang, when the peer stops
  * reading. */
@@ -23,12 +24,25 @@
 
 #define ZSTD_LEVEL 3
 
+/* Plaintext staged for one TLS record: a frame header and the start of its payload go out
+ * as one record instead of a 5-byte record and the rest. */
+#define TLS_STAGE_BYTES 16384
+
 struct intake_client {
   int fd;             /* connected, blocking socket */
-  uint8_t *rbuf;      /* received bytes not yet returned as frames: rbuf[0..rlen) */
+  uint8_t *rbuf;      /* received bytes (decrypted with TLS) not yet returned as frames:
+                         rbuf[0..rlen) */
   size_t rlen;
   size_t rcap;
+  intake_tls_ctx_t *tls_ctx;  /* NULL: plain TCP */
+  intake_tls_t *tls;
+  uint8_t *stage;             /* TLS_STAGE_BYTES, TLS only */
+  char tls_error[160];        /* why TLS failed, "" otherwise */
 };
+
+static int tls_flush(intake_client_t *c);
+static int tls_fill(intake_client_t *c, int64_t deadline);
+static void tls_failed(intake_client_t *c);
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -130,6 +144,18 @@ int intake_client_connect(const char *host, uint16_t port, int timeout_ms, intak
 void intake_client_close(intake_client_t *c) {
   if (c == NULL)
     return;
+  if (c->tls && intake_tls_state(c->tls) == INTAKE_TLS_OPEN) {
+    /* An orderly end, so intaked tells a closed session from a cut one; best effort, without
+     * waiting on a full send buffer. */
+    uint8_t buf[256];
+    intake_tls_close_notify(c->tls);
+    size_t n = intake_tls_take(c->tls, buf, sizeof buf);
+    if (n > 0)
+      (void)send(c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  intake_tls_destroy(c->tls);
+  intake_tls_ctx_destroy(c->tls_ctx);
+  free(c->stage);
   close(c->fd);
   free(c->rbuf);
   free(c);
@@ -139,10 +165,70 @@ int intake_client_fd(const intake_client_t *c) {
   return c->fd;
 }
 
-int intake_client_send_raw(intake_client_t *c, const void *buf, size_t len) {
+const char *intake_client_tls_error(const intake_client_t *c) { return c->tls_error; }
+
+const char *intake_client_tls_version(const intake_client_t *c) {
+  return c->tls ? intake_tls_version(c->tls) : NULL;
+}
+
+int intake_client_connect_tls(const char *host, uint16_t port, int timeout_ms,
+                              const intake_client_tls_t *tls, intake_client_t **out) {
+  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  char msg[256] = "";
+  intake_tls_ctx_t *ctx = intake_tls_client_ctx_create(tls->ca_file, tls->cert_file,
+                                                       tls->key_file, INTAKE_TLS_1_2, msg,
+                                                       sizeof msg);
+  if (ctx == NULL) {
+    if (tls->error && tls->error_len)
+      snprintf(tls->error, tls->error_len, "%s", msg);
+    return -EINVAL;
+  }
+  intake_client_t *c;
+  int err = intake_client_connect(host, port, remaining(deadline), &c);
+  if (err < 0) {
+    intake_tls_ctx_destroy(ctx);
+    return err;
+  }
+  c->tls_ctx = ctx;
+  c->tls = intake_tls_create(ctx, tls->server_name ? tls->server_name : host);
+  c->stage = malloc(TLS_STAGE_BYTES);
+  if (c->tls == NULL || c->stage == NULL) {
+    intake_client_close(c);
+    return -ENOMEM;
+  }
+  for (;;) {
+    int r = intake_tls_handshake(c->tls);
+    int ferr = tls_flush(c); /* our flight, or the alert that says why we gave up */
+    if (r == 0 && ferr == 0)
+      break;
+    if (r == -EAGAIN && ferr == 0)
+      err = tls_fill(c, deadline);
+    else if (r == -ENOBUFS && ferr == 0)
+      err = 0;
+    else if (r == -EPROTO)
+      err = -EPROTO;
+    else
+      err = ferr;
+    if (err < 0) {
+      if (err == -EPROTO)
+        tls_failed(c);
+      else
+        snprintf(c->tls_error, sizeof c->tls_error, "handshake: %s", strerror(-err));
+      if (tls->error && tls->error_len)
+        snprintf(tls->error, tls->error_len, "%s", c->tls_error);
+      intake_client_close(c);
+      return err;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+/* Writes all of buf to the socket (blocking, bounded by SO_SNDTIMEO). */
+static int sock_send(int fd, const void *buf, size_t len) {
   const uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -154,11 +240,104 @@ int intake_client_send_raw(intake_client_t *c, const void *buf, size_t len) {
   return 0;
 }
 
+/* ---- TLS plumbing: the session works on memory buffers; these move its bytes over the
+ * blocking socket. ---------------------------------------------------------------------------- */
+
+/* Records why TLS failed on `c` (and in the caller's buffer during connect). */
+static void tls_failed(intake_client_t *c) {
+  snprintf(c->tls_error, sizeof c->tls_error, "%s", intake_tls_error(c->tls));
+}
+
+/* Sends whatever the session has for the peer. */
+static int tls_flush(intake_client_t *c) {
+  uint8_t buf[8192];
+  size_t n;
+  while ((n = intake_tls_take(c->tls, buf, sizeof buf)) > 0) {
+    int err = sock_send(c->fd, buf, n);
+    if (err < 0)
+      return err;
+  }
+  return 0;
+}
+
+/* Waits (until deadline) for ciphertext and feeds it to the session, straight into its buffer.
+ * Returns > 0, -ETIMEDOUT, -ECONNRESET on EOF, or -errno. */
+static int tls_fill(intake_client_t *c, int64_t deadline) {
+  for (;;) {
+    size_t room;
+    void *p = intake_tls_feed_space(c->tls, &room);
+    if (room == 0)
+      return 1; /* the session still holds unread ciphertext: let it work first */
+    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+    int r = poll(&pf, 1, remaining(deadline));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return -errno;
+    if (r == 0)
+      return -ETIMEDOUT;
+    ssize_t n = recv(c->fd, p, room, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0)
+      return errno == ECONNRESET || errno == EPIPE ? -ECONNRESET : -errno;
+    if (n == 0)
+      return -ECONNRESET;
+    intake_tls_feed_commit(c->tls, (size_t)n);
+    return (int)n;
+  }
+}
+
+/* Encrypts and sends all of buf. A TLS failure is -ECONNRESET (the reason in tls_error). */
+static int tls_send(intake_client_t *c, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  int err = 0;
+  while (len > 0) {
+    ssize_t n = intake_tls_write(c->tls, p, len);
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+    } else if (n == -ENOBUFS) {
+      if ((err = tls_flush(c)) < 0)
+        return err;
+    } else if (n == -EAGAIN) { /* renegotiation-like state; wait for the peer, bounded */
+      if ((err = tls_flush(c)) < 0 || (err = tls_fill(c, now_ms() + SEND_TIMEOUT_S * 1000)) < 0)
+        return err;
+    } else {
+      tls_failed(c);
+      (void)tls_flush(c);
+      return n == -EPIPE ? -EPIPE : -ECONNRESET;
+    }
+  }
+  return tls_flush(c);
+}
+
+int intake_client_send_raw(intake_client_t *c, const void *buf, size_t len) {
+  return c->tls ? tls_send(c, buf, len) : sock_send(c->fd, buf, len);
+}
+
+/* One TLS record for the header and the payload's first bytes, then the rest. */
+static int tls_send_frame(intake_client_t *c, const uint8_t *hdr, const uint8_t *payload,
+                          size_t len) {
+  size_t first = len < TLS_STAGE_BYTES - INTAKE_FRAME_HEADER_BYTES
+                     ? len
+                     : TLS_STAGE_BYTES - INTAKE_FRAME_HEADER_BYTES;
+  memcpy(c->stage, hdr, INTAKE_FRAME_HEADER_BYTES);
+  if (first > 0)
+    memcpy(c->stage + INTAKE_FRAME_HEADER_BYTES, payload, first);
+  int err = tls_send(c, c->stage, INTAKE_FRAME_HEADER_BYTES + first);
+  if (err < 0 || first == len)
+    return err;
+  return tls_send(c, payload + first, len - first);
+}
+
 int intake_client_send_frame(intake_client_t *c, uint8_t type, const void *payload, size_t len) {
   if (len > UINT32_MAX - 1)
     return -EMSGSIZE;
   uint8_t hdr[INTAKE_FRAME_HEADER_BYTES];
   intake_frame_header(hdr, type, (uint32_t)len);
+  if (c->tls)
+    return tls_send_frame(c, hdr, payload, len);
   struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
   struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len > 0 ? 2 : 1};
   size_t left = sizeof hdr + len;
@@ -361,6 +540,26 @@ static int fill(intake_client_t *c, int64_t deadline) {
       return -ENOMEM;
     c->rbuf = p;
     c->rcap = cap;
+  }
+  /* TLS: decrypt what the session holds first (it may hold records the socket no longer
+   * signals), then wait for more ciphertext. */
+  while (c->tls) {
+    ssize_t n = intake_tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
+    int err = tls_flush(c); /* tickets, key-update answers, alerts */
+    if (n > 0) {
+      c->rlen += (size_t)n;
+      return (int)n;
+    }
+    if (n == 0)
+      return -ECONNRESET; /* close_notify */
+    if (n == -EPROTO) {
+      tls_failed(c);
+      return -ECONNRESET;
+    }
+    if (err < 0)
+      return err;
+    if (n == -EAGAIN && (err = tls_fill(c, deadline)) < 0)
+      return err;
   }
   for (;;) {
     struct pollfd p = {.fd = c->fd, .events = POLLIN};

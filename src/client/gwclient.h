@@ -14,6 +14,9 @@
  *   intake_client_msg_free(&m);
  *   intake_client_close(c);
  *
+ * intake_client_connect_tls() does the same over TLS (OpenSSL), optionally presenting a client
+ * certificate; every other call is the same for both.
+ *
  * Errors are negative errno values; no function prints anything. Not thread-safe: one thread
  * per client. */
 #ifndef INTAKE_CLIENT_GWCLIENT_H
@@ -52,11 +55,45 @@ typedef struct {
  * errno) or -ENOENT when the name does not resolve. */
 int intake_client_connect(const char *host, uint16_t port, int timeout_ms, intake_client_t **out);
 
+/* TLS options for intake_client_connect_tls(). Files are PEM. */
+typedef struct {
+  const char *ca_file;      /* CAs that sign intaked's certificate; NULL = the system's CAs */
+  const char *cert_file;    /* the gateway's certificate (chain); NULL = present none */
+  const char *key_file;     /* its private key (unencrypted); set with cert_file */
+  const char *server_name;  /* the name (or IP address) intaked's certificate must carry, also
+                               sent as SNI when it is a name; NULL = `host` as given */
+  char *error;              /* when not NULL, why TLS failed is written here (error_len bytes,
+                               NUL-terminated): a bad file, or the handshake's reason */
+  size_t error_len;
+} intake_client_tls_t;
+
+/* Like intake_client_connect(), then a TLS handshake within the same timeout: intaked's
+ * certificate chain is verified against tls->ca_file and its name against tls->server_name
+ * (or host). Afterwards every call of this client goes through TLS. Returns 0, an error of
+ * intake_client_connect(), -EINVAL (a file cannot be used; tls->error says why), -EPROTO (the
+ * handshake failed, e.g. intaked's certificate is not trusted or intaked refused ours),
+ * -ETIMEDOUT or -ECONNRESET (intaked closed during the handshake).
+ *
+ * With TLS 1.3 the client finishes its handshake before intaked has checked the client
+ * certificate: a refused certificate then shows as the first recv() failing with -ECONNRESET,
+ * and intake_client_tls_error() holding intaked's alert ("tlsv13 alert certificate
+ * required"). */
+int intake_client_connect_tls(const char *host, uint16_t port, int timeout_ms,
+                              const intake_client_tls_t *tls, intake_client_t **out);
+
+/* Why TLS failed on this client ("" when it has not, or the client is plain TCP). */
+const char *intake_client_tls_error(const intake_client_t *c);
+
+/* "TLSv1.3" etc. once a TLS client is connected; NULL for a plain TCP client. */
+const char *intake_client_tls_version(const intake_client_t *c);
+
 /* Closes the socket and frees the client. Accepts NULL. */
 void intake_client_close(intake_client_t *c);
 
 /* The connected socket, for callers that need to poll it, shutdown() one direction or set
- * options. Owned by the client: do not close it. */
+ * options. Owned by the client: do not close it. With TLS it carries ciphertext: a readable
+ * socket need not mean a whole frame, and intake_client_recv() may hold decrypted frames the
+ * socket no longer signals. */
 int intake_client_fd(const intake_client_t *c);
 
 /* Sends a HELLO frame (protocol version INTAKE_CLIENT_PROTOCOL_VERSION) and waits at most
