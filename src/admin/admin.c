@@ -81,13 +81,13 @@ static void metric(intake_wbuf_t *w, const char *name, const char *type, const c
   sample(w, name, NULL, NULL, v);
 }
 
-/* One family over the gateways: field at `offset` of intake_event_counts_t. */
+/* One family over the gateways: the uint64_t at `offset` of intake_gateway_stats_t. */
 static void gateway_family(intake_wbuf_t *w, intake_gateway_stats_t *const *gw, size_t n,
                            const char *name, const char *type, const char *help, size_t offset) {
   meta(w, name, type, help);
   for (size_t i = 0; i < n; i++) {
     uint64_t v;
-    memcpy(&v, (const char *)&gw[i]->c + offset, sizeof v);
+    memcpy(&v, (const char *)gw[i] + offset, sizeof v);
     sample(w, name, "gateway", gw[i]->id, v);
   }
 }
@@ -134,6 +134,9 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   sample(w, "intake_batches_answered_total", "status", "ok", c->batches_ok);
   sample(w, "intake_batches_answered_total", "status", "retry", c->batches_retry);
   sample(w, "intake_batches_answered_total", "status", "rejected", c->batches_rejected);
+  metric(w, "intake_batches_throttled_total", "counter",
+         "Batches answered RETRY with retry_after_ms for gateway.rate_limit, not processed.",
+         c->batches_throttled);
   metric(w, "intake_batches_in_flight", "gauge", "Batches not yet acknowledged.",
          intake_pipeline_jobs(p));
 
@@ -154,15 +157,17 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   intake_gateway_stats_t *const *gw;
   size_t n_gw = intake_pipeline_gateway_stats(p, &gw);
 #define GW(name, type, help, field)                                                            \
-  gateway_family(w, gw, n_gw, name, type, help, offsetof(intake_event_counts_t, field))
+  gateway_family(w, gw, n_gw, name, type, help, offsetof(intake_gateway_stats_t, field))
   GW("intake_gateway_events_received_total", "counter",
      "Events received per gateway id (\"_other\" past 4096 ids); they reconcile like the totals.",
-     received);
-  GW("intake_gateway_events_delivered_total", "counter", "Events delivered per gateway.", delivered);
-  GW("intake_gateway_events_duplicate_total", "counter", "Duplicate events per gateway.", duplicate);
-  GW("intake_gateway_events_rejected_total", "counter", "Rejected events per gateway.", rejected);
-  GW("intake_gateway_events_failed_total", "counter", "Failed events per gateway.", failed);
-  GW("intake_gateway_events_in_flight", "gauge", "Events waiting for Kafka per gateway.", in_flight);
+     c.received);
+  GW("intake_gateway_events_delivered_total", "counter", "Events delivered per gateway.", c.delivered);
+  GW("intake_gateway_events_duplicate_total", "counter", "Duplicate events per gateway.", c.duplicate);
+  GW("intake_gateway_events_rejected_total", "counter", "Rejected events per gateway.", c.rejected);
+  GW("intake_gateway_events_failed_total", "counter", "Failed events per gateway.", c.failed);
+  GW("intake_gateway_events_in_flight", "gauge", "Events waiting for Kafka per gateway.", c.in_flight);
+  GW("intake_gateway_batches_throttled_total", "counter",
+     "Batches answered RETRY for gateway.rate_limit per gateway.", batches_throttled);
 #undef GW
 
   const intake_topic_stats_t *t;
@@ -283,6 +288,13 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
          ss.auth_failures);
   metric(w, "intake_backpressure_pauses_total", "counter",
          "Times a connection stopped reading because Kafka was behind.", ss.paused);
+  metric(w, "intake_slow_reader_pauses_total", "counter",
+         "Times a connection stopped being read because its unread acks passed "
+         "listen.write_backlog.", ss.write_blocked);
+  metric(w, "intake_connection_timeouts_total", "counter",
+         "Connections closed for gateway.hello_timeout or listen.idle_timeout.", ss.timeouts);
+  metric(w, "intake_connections_lingered_out_total", "counter",
+         "Closing connections whose last frames the gateway never read.", ss.linger_closed);
 }
 
 size_t intake_admin_metrics(intake_admin_t *a, char *buf, size_t cap) {

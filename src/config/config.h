@@ -109,7 +109,8 @@ typedef struct intake_config {
                                        at least 1s; 4 unanswered close the connection) */
   uint64_t write_backlog_bytes;     /* listen.write_backlog: acks queued for a gateway that
                                        does not read them; above it the connection is not read
-                                       until they drain. Default 256 KiB, 4 KiB..64 MiB */
+                                       until they drain; also its SO_SNDBUF. Default 256 KiB,
+                                       4 KiB..64 MiB */
   /* listen.tls: gateway connections use TLS when cert_file and key_file are both set (PEM;
      both or neither). Reloadable: new connections use the new files. */
   char *tls_cert_file;              /* listen.tls.cert_file, default unset; a chain is allowed */

@@ -1,17 +1,24 @@
 #include "ingest/server.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "decode/wire.h"
 #include "ingest/frame.h"
+#include "ingest/ratelimit.h"
 #include "ingest/tokens.h"
 #include "intake.pb-c.h"
 
 #define PROTOCOL_VERSION 1
 #define READ_CHUNK (64 * 1024) /* one read holds ~300 events of 200 B (perf-notes.md) */
+/* How long a closing connection may take to flush its last frames (an ERROR, the final acks)
+ * to a peer that does not read them, before it is closed regardless. */
+#define CLOSE_LINGER_MS 10000
 
 enum { CONN_HELLO = 0, CONN_READY, CONN_DRAINING, CONN_CLOSING };
 
@@ -23,7 +30,12 @@ typedef struct conn {
   struct conn *next_paused;   /* server's paused list */
   int state;                  /* CONN_* */
   int paused;                 /* waiting for the pipeline to resume */
+  int write_blocked;          /* its unread acks passed listen.write_backlog */
+  int eof;                    /* the gateway closed its sending side; acks still go out */
+  int finishing;              /* flushing its last frames, then closed (see conn_finish) */
+  int reading;                /* uv_read_start is in force */
   int handles_open;           /* tcp + timer; freed when both are closed */
+  uv_shutdown_t shutdown_req;
   uint8_t *buf;               /* read buffer: buf[off..len) not yet parsed */
   size_t off, len, cap;
   intake_job_t **jobs;        /* batches in flight, `window` slots */
@@ -41,6 +53,7 @@ struct intake_server {
   char address[64];
   intake_pipeline_t *pipeline;
   intake_tokens_t *tokens;
+  intake_ratelimit_t *ratelimit; /* created when gateway.rate_limit is first set */
   conn_t *conns;
   conn_t *paused;
   int stopping;
@@ -52,7 +65,11 @@ struct intake_server {
 };
 
 static void conn_close(conn_t *c);
+static void conn_finish(conn_t *c);
 static void conn_process(conn_t *c);
+static void conn_update_reading(conn_t *c);
+static void on_timeout(uv_timer_t *t);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 static void check_stopped(intake_server_t *s);
 
@@ -67,9 +84,21 @@ typedef struct {
 
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
-  if (w->close_after || status < 0)
-    conn_close(w->conn);
+  conn_t *c = w->conn;
+  int close_after = w->close_after;
   free(w);
+  if (close_after || status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->state == CONN_CLOSING || c->finishing)
+    return;
+  /* The gateway is reading its acks: it is alive, whatever it sends. */
+  uv_timer_again(&c->timer);
+  if (c->write_blocked && c->tcp.write_queue_size <= c->srv->cfg->write_backlog_bytes / 2) {
+    c->write_blocked = 0;
+    conn_update_reading(c);
+  }
 }
 
 /* Packs `msg` into a frame and queues it; `close_after` closes the connection once written. */
@@ -90,6 +119,14 @@ static void send_frame(conn_t *c, uint8_t type, const ProtobufCMessage *msg, int
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
     free(w);
     conn_close(c);
+    return;
+  }
+  /* A gateway that sends batches but does not read its acks would make us queue acks without
+   * end: stop reading from it until it has read half of them. */
+  if (!c->write_blocked && c->tcp.write_queue_size > c->srv->cfg->write_backlog_bytes) {
+    c->write_blocked = 1;
+    c->srv->stats.write_blocked++;
+    conn_update_reading(c);
   }
 }
 
@@ -106,10 +143,14 @@ static void protocol_error(conn_t *c, Intake__V1__ErrorCode code, const char *de
              c->peer, c->gateway_id,
              protobuf_c_enum_descriptor_get_value(&intake__v1__error_code__descriptor, code)->name,
              detail, (unsigned long long)held);
+  c->reading = 0;
   uv_read_stop((uv_stream_t *)&c->tcp);
   send_frame(c, INTAKE_FRAME_ERROR, &e.base, 1);
-  if (c->state != CONN_CLOSING)
+  if (c->state != CONN_CLOSING) {
     c->state = CONN_DRAINING; /* nothing more is read; in-flight batches are detached on close */
+    c->finishing = 1;         /* closed once the ERROR is written, or after the linger */
+    uv_timer_start(&c->timer, on_timeout, CLOSE_LINGER_MS, 0);
+  }
 }
 
 /* ---- connection lifecycle ---------------------------------------------------------------- */
@@ -153,14 +194,56 @@ static void conn_close(conn_t *c) {
   uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
+/* Reads from the socket only while the connection can take frames: not waiting for the
+ * pipeline, not behind on reading its acks, not closing, and the gateway still sending. */
+static void conn_update_reading(conn_t *c) {
+  int want = (c->state == CONN_HELLO || c->state == CONN_READY) && !c->paused &&
+             !c->write_blocked && !c->eof && !c->finishing && !c->srv->stopping;
+  if (want && !c->reading)
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  else if (!want && c->reading)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = want;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  conn_close(req->data);
+}
+
+/* Closes once every frame queued for the gateway is written (a close would discard them),
+ * or after CLOSE_LINGER_MS when it does not read them. */
+static void conn_finish(conn_t *c) {
+  if (c->state == CONN_CLOSING || c->finishing)
+    return;
+  c->finishing = 1;
+  c->state = CONN_DRAINING;
+  conn_update_reading(c);
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timeout, CLOSE_LINGER_MS, 0);
+}
+
 static void on_timeout(uv_timer_t *t) {
   conn_t *c = t->data;
-  if (c->state == CONN_HELLO)
+  intake_server_t *s = c->srv;
+  if (c->finishing) {
+    s->stats.linger_closed++; /* its last frames were never read */
+    conn_close(c);
+  } else if (c->state == CONN_HELLO) {
+    s->stats.timeouts++;
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "no HELLO within gateway.hello_timeout");
-  else if (c->n_jobs == 0)
+  } else if (c->n_jobs == 0) {
+    /* Neither a frame nor an ack read for idle_timeout: a gateway that vanished without a FIN
+     * (half-open) ends here at the latest, and frees its slot of listen.max_connections. */
+    s->stats.timeouts++;
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "idle for listen.idle_timeout");
-  else
-    uv_timer_start(&c->timer, on_timeout, c->srv->cfg->idle_timeout_ms, 0);
+  } else {
+    uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, 0);
+  }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -205,8 +288,10 @@ static void on_resume(void *ctx) {
       continue;
     if (s->stopping)
       c->state = CONN_DRAINING; /* its buffered batches are in: read nothing more */
+    else if (c->eof && c->n_jobs == 0)
+      conn_finish(c); /* half-closed, and its last batches were refused (acked) already */
     else
-      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+      conn_update_reading(c);
   }
   check_stopped(s);
 }
@@ -254,8 +339,9 @@ static void on_job_done(void *owner, intake_job_t *job, const intake_batch_resul
   free(outcomes);
   free(rej);
   free(rejp);
-  if (c->state == CONN_DRAINING && c->n_jobs == 0 && c->srv->stopping)
-    conn_close(c);
+  if (c->n_jobs == 0 && !c->paused &&
+      ((c->state == CONN_DRAINING && c->srv->stopping) || (c->state == CONN_READY && c->eof)))
+    conn_finish(c); /* every ack it waited for is queued: flush them, then close */
   check_stopped(c->srv);
 }
 
@@ -293,6 +379,40 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
   intake__v1__hello__free_unpacked(h, NULL);
 }
 
+/* Batch.seq (field 1) without decoding the rest: a throttled batch is answered unprocessed.
+ * 0 when absent or unreadable (the gateway's batch is then broken anyway). */
+static uint64_t peek_batch_seq(const uint8_t *p, size_t len) {
+  wire_cursor_t cur = {p, p + len};
+  uint32_t field, type;
+  while (cur.p < cur.end && wire_tag(&cur, &field, &type) == 0) {
+    uint64_t v;
+    if (field == 1 && type == WIRE_VARINT)
+      return wire_varint(&cur, &v) == 0 ? v : 0;
+    if (wire_skip(&cur, type) < 0)
+      break;
+  }
+  return 0;
+}
+
+/* Answers RETRY with retry_after_ms: the gateway is over gateway.rate_limit. */
+static void throttle(conn_t *c, const intake_frame_t *f, uint64_t wait_ms) {
+  intake_server_t *s = c->srv;
+  char detail[96];
+  snprintf(detail, sizeof detail, "rate limited: gateway.rate_limit is %u events/s",
+           s->cfg->rate_limit);
+  Intake__V1__BatchAck ack = INTAKE__V1__BATCH_ACK__INIT;
+  ack.seq = peek_batch_seq(f->payload, f->payload_len);
+  ack.status = INTAKE__V1__BATCH_STATUS__BATCH_STATUS_RETRY;
+  ack.detail = detail;
+  ack.retry_after_ms = wait_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)wait_ms;
+  intake_pipeline_count_throttled(s->pipeline, c->gateway_id);
+  uint64_t held;
+  if (intake_log_allow(&s->error_log, &held))
+    LOG_INFO("gateway rate limited", "peer=%s gateway=\"%s\" retry_after_ms=%u suppressed=%llu",
+             c->peer, c->gateway_id, ack.retry_after_ms, (unsigned long long)held);
+  send_frame(c, INTAKE_FRAME_BATCH_ACK, &ack.base, 0);
+}
+
 /* Returns 0 to go on parsing, -1 to stop (paused or closed). */
 static int handle_batch(conn_t *c, const intake_frame_t *f) {
   intake_server_t *s = c->srv;
@@ -300,6 +420,16 @@ static int handle_batch(conn_t *c, const intake_frame_t *f) {
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_WINDOW_EXCEEDED,
                    "more unacknowledged batches than Welcome.max_in_flight");
     return -1;
+  }
+  intake_bucket_t *bucket = NULL;
+  if (s->cfg->rate_limit) {
+    uint64_t now = uv_now(s->loop);
+    bucket = intake_ratelimit_bucket(s->ratelimit, c->gateway_id, now);
+    uint64_t wait = intake_ratelimit_wait_ms(s->ratelimit, bucket, now);
+    if (wait) {
+      throttle(c, f, wait);
+      return 0;
+    }
   }
   intake_job_t *job;
   const char *detail = "";
@@ -310,7 +440,7 @@ static int handle_batch(conn_t *c, const intake_frame_t *f) {
     c->next_paused = s->paused;
     s->paused = c;
     s->stats.paused++;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    conn_update_reading(c);
     return -1;
   }
   if (rc == INTAKE_SUBMIT_BAD_ZSTD) {
@@ -322,6 +452,8 @@ static int handle_batch(conn_t *c, const intake_frame_t *f) {
     return -1;
   }
   c->jobs[c->n_jobs++] = job;
+  if (bucket)
+    intake_ratelimit_charge(bucket, intake_job_events(job));
   return 0;
 }
 
@@ -365,6 +497,15 @@ static void conn_process(conn_t *c) {
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   conn_t *c = st->data;
   (void)b;
+  if (nread == UV_EOF && c->state == CONN_READY && (c->n_jobs > 0 || c->paused)) {
+    /* The gateway shut down its sending side after its last batches and waits for their acks
+     * (a half-close): read nothing more, answer what it sent, then close. */
+    LOG_INFO("gateway half-closed", "peer=%s gateway=\"%s\" in_flight=%u", c->peer,
+             c->gateway_id, c->n_jobs);
+    c->eof = 1;
+    conn_update_reading(c);
+    return;
+  }
   if (nread < 0) {
     if (nread != UV_EOF)
       LOG_INFO("connection error", "peer=%s gateway=\"%s\" error=%s", c->peer, c->gateway_id,
@@ -381,6 +522,35 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   if (c->state == CONN_READY)
     uv_timer_again(&c->timer);
   conn_process(c);
+}
+
+/* Socket options of a gateway connection.
+ *
+ * SO_SNDBUF = listen.write_backlog: gateways only receive acks (bytes per event), so a small
+ * send buffer costs nothing, and it stops the kernel from autotuning several MB per
+ * connection for a gateway that does not read (2,000 of them would pin GBs of kernel memory).
+ *
+ * TCP keepalive finds a gateway that vanished without a FIN (power cut, NAT state lost) while
+ * it has batches in flight, when the idle timeout does not apply. TCP_USER_TIMEOUT covers the
+ * case keepalive does not: acks written but never acknowledged by the peer's kernel. */
+static void tune_socket(conn_t *c) {
+  const intake_config_t *cfg = c->srv->cfg;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) < 0)
+    return;
+  int sndbuf = (int)cfg->write_backlog_bytes;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  uint64_t ms = cfg->keepalive_ms;
+  if (ms == 0)
+    return;
+  unsigned idle = (unsigned)(ms / 1000);
+  if (uv_tcp_keepalive(&c->tcp, 1, idle) < 0)
+    return;
+  int interval = idle / 4 ? (int)(idle / 4) : 1, count = 4;
+  unsigned user_timeout = (unsigned)(ms + (uint64_t)interval * count * 1000);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
 static void on_connection(uv_stream_t *ls, int status) {
@@ -424,6 +594,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     }
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  tune_socket(c);
   if (s->stopping) {
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN, "intaked is shutting down");
     return;
@@ -436,7 +607,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   }
   s->stats.accepted++;
   uv_timer_start(&c->timer, on_timeout, s->cfg->hello_timeout_ms, 0);
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  conn_update_reading(c);
 }
 
 /* ---- server ------------------------------------------------------------------------------ */
@@ -461,8 +632,16 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
       return NULL;
     }
   }
+  if (cfg->rate_limit &&
+      !(s->ratelimit = intake_ratelimit_create(cfg->rate_limit, cfg->rate_burst, cfg->max_connections))) {
+    snprintf(err, errlen, "out of memory");
+    intake_tokens_destroy(s->tokens);
+    free(s);
+    return NULL;
+  }
   s->pipeline = intake_pipeline_create(loop, cfg, on_job_done, on_resume, s, err, errlen);
   if (!s->pipeline) {
+    intake_ratelimit_destroy(s->ratelimit);
     intake_tokens_destroy(s->tokens);
     free(s);
     return NULL;
@@ -506,6 +685,20 @@ int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *e
   if (cfg->tokens_file && cfg->tokens_file[0] &&
       !(tokens = intake_tokens_load(cfg->tokens_file, err, errlen)))
     return -1;
+  /* Buckets keep their balances across a reload; only the rate and depth change. */
+  if (cfg->rate_limit) {
+    int rc = s->ratelimit ? intake_ratelimit_configure(s->ratelimit, cfg->rate_limit,
+                                                       cfg->rate_burst, cfg->max_connections)
+                          : (s->ratelimit = intake_ratelimit_create(cfg->rate_limit, cfg->rate_burst,
+                                                                    cfg->max_connections))
+                                ? 0
+                                : -ENOMEM;
+    if (rc < 0) {
+      snprintf(err, errlen, "out of memory");
+      intake_tokens_destroy(tokens);
+      return -1;
+    }
+  }
   if (intake_pipeline_reload(s->pipeline, cfg, err, errlen) < 0) {
     intake_tokens_destroy(tokens);
     return -1;
@@ -546,7 +739,7 @@ static void check_stopped(intake_server_t *s) {
   for (conn_t *c = s->conns, *next; c; c = next) {
     next = c->next;
     if (c->state != CONN_CLOSING && c->n_jobs == 0)
-      conn_close(c);
+      conn_finish(c);
   }
   if (s->conns == NULL)
     finish_stop(s);
@@ -583,8 +776,8 @@ void intake_server_shutdown(intake_server_t *s, uint64_t deadline_ms, void (*don
   for (conn_t *c = s->conns; c; c = c->next) {
     if (c->state == CONN_CLOSING)
       continue;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    if (!c->paused)
+    conn_update_reading(c); /* stops: s->stopping is set */
+    if (!c->paused && !c->finishing)
       c->state = CONN_DRAINING;
   }
   uv_timer_init(s->loop, &s->stop_timer);
@@ -598,5 +791,6 @@ void intake_server_destroy(intake_server_t *s) {
     return;
   intake_pipeline_destroy(s->pipeline);
   intake_tokens_destroy(s->tokens);
+  intake_ratelimit_destroy(s->ratelimit);
   free(s);
 }

@@ -23,6 +23,10 @@ typedef struct {
   uint64_t protocol_errors;       /* connections closed with a ProtocolError frame */
   uint64_t auth_failures;
   uint64_t paused;                /* times a connection paused for backpressure */
+  uint64_t write_blocked;         /* times a connection stopped being read: its unread acks
+                                     passed listen.write_backlog (a slow reader) */
+  uint64_t timeouts;              /* closed for gateway.hello_timeout or listen.idle_timeout */
+  uint64_t linger_closed;         /* closed before their last frames could be written */
 } intake_server_stats_t;
 
 /* Creates the pipeline (and with it the Kafka producer) and binds the listener. `cfg` must

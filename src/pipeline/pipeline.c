@@ -673,6 +673,15 @@ uint64_t intake_pipeline_kafka_queue_depth(const intake_pipeline_t *p) {
   return intake_sink_queue_depth(p->sink);
 }
 
+uint32_t intake_job_events(const intake_job_t *job) { return job->n_events; }
+
+void intake_pipeline_count_throttled(intake_pipeline_t *p, const char *gateway_id) {
+  p->c.batches_throttled++;
+  intake_gateway_stats_t *g = gateway_stats(p, gateway_id);
+  if (g)
+    g->batches_throttled++;
+}
+
 size_t intake_pipeline_gateway_stats(const intake_pipeline_t *p, intake_gateway_stats_t *const **out) {
   *out = p->gateways;
   return p->n_gateways;
@@ -710,7 +719,7 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
   LOG_INFO("stats",
            "received=%llu delivered=%llu duplicate=%llu rejected=%llu failed=%llu in_flight=%llu "
            "batches=%llu batches_ok=%llu batches_retry=%llu batches_rejected=%llu "
-           "records_delivered=%llu records_failed=%llu dead_letter_delivered=%llu "
+           "batches_throttled=%llu records_delivered=%llu records_failed=%llu dead_letter_delivered=%llu "
            "dead_letter_failed=%llu kafka_queue=%llu dedup_entries=%llu dedup_sources=%llu "
            "dedup_bytes=%llu dedup_evictions=%llu dedup_snapshots=%llu dedup_snapshot_failed=%llu "
            "dedup_snapshot_ms=%llu dedup_snapshot_keys=%llu dedup_snapshot_loaded=%llu "
@@ -720,7 +729,7 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            (unsigned long long)c->failed, (unsigned long long)c->in_flight,
            (unsigned long long)c->batches, (unsigned long long)c->batches_ok,
            (unsigned long long)c->batches_retry, (unsigned long long)c->batches_rejected,
-           (unsigned long long)c->records_delivered, (unsigned long long)c->records_failed,
+           (unsigned long long)c->batches_throttled, (unsigned long long)c->records_delivered, (unsigned long long)c->records_failed,
            (unsigned long long)c->dead_letter_delivered, (unsigned long long)c->dead_letter_failed,
            (unsigned long long)intake_sink_queue_depth(p->sink), (unsigned long long)ds.entries,
            (unsigned long long)ds.sources, (unsigned long long)ds.bytes,

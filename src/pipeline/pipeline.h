@@ -61,6 +61,8 @@ typedef struct {
   uint64_t in_flight;               /* waiting for Kafka */
   uint64_t batches;                 /* batches submitted */
   uint64_t batches_ok, batches_retry, batches_rejected;
+  uint64_t batches_throttled;       /* answered RETRY for the gateway rate limit, unprocessed
+                                       (not in `batches`: their events were never received) */
   uint64_t records_in_flight;       /* records produced, not yet reported */
   uint64_t records_delivered, records_failed;
   uint64_t dead_letter_delivered, dead_letter_failed;
@@ -77,6 +79,7 @@ typedef struct {
 typedef struct {
   char id[65];
   intake_event_counts_t c;
+  uint64_t batches_throttled;       /* see intake_counters_t */
 } intake_gateway_stats_t;
 
 /* Records per topic (rule topics, the default topic, and last the dead-letter topic);
@@ -147,6 +150,12 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
 /* The owner goes away (connection closed): the job still completes — its records are still
  * delivered and dedup still learns from them — but no done callback fires for it. */
 void intake_pipeline_detach(intake_job_t *job);
+
+/* Events in the job's batch (known once submit returned 0). */
+uint32_t intake_job_events(const intake_job_t *job);
+
+/* Counts a batch of `gateway_id` answered RETRY for its rate limit without being submitted. */
+void intake_pipeline_count_throttled(intake_pipeline_t *p, const char *gateway_id);
 
 /* Jobs not yet completed. */
 uint64_t intake_pipeline_jobs(const intake_pipeline_t *p);
