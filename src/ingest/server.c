@@ -657,8 +657,12 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
     s->listener.data = s;
     s->listening = 1;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    /* A reconnect storm puts every gateway in the accept queue at once; past the backlog the
+     * kernel drops SYNs and those gateways retry 1 s, 3 s, ... later (it_storm: 975 of 2,000
+     * with 1024 here). The kernel caps it at net.core.somaxconn. */
+    int backlog = cfg->max_connections > SOMAXCONN ? (int)cfg->max_connections : SOMAXCONN;
     if (rc == 0)
-      rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+      rc = uv_listen((uv_stream_t *)&s->listener, backlog, on_connection);
   }
   if (rc < 0) {
     snprintf(err, errlen, "listen.address: cannot listen on %s:%u: %s", cfg->listen_address,
