@@ -11,6 +11,7 @@
 #include "decode/wire.h"
 #include "ingest/frame.h"
 #include "ingest/ratelimit.h"
+#include "ingest/tls.h"
 #include "ingest/tokens.h"
 #include "intake.pb-c.h"
 
@@ -35,6 +36,10 @@ typedef struct conn {
   int finishing;              /* flushing its last frames, then closed (see conn_finish) */
   int reading;                /* uv_read_start is in force */
   int handles_open;           /* tcp + timer; freed when both are closed */
+  int tls_ready;              /* TLS: the handshake is done */
+  int tls_started;            /* TLS: the peer has sent something */
+  intake_tls_t *tls;          /* NULL: plain TCP. With TLS the socket carries ciphertext and
+                                 buf holds the decrypted stream */
   uv_shutdown_t shutdown_req;
   uint8_t *buf;               /* read buffer: buf[off..len) not yet parsed */
   size_t off, len, cap;
@@ -54,6 +59,10 @@ struct intake_server {
   intake_pipeline_t *pipeline;
   intake_tokens_t *tokens;
   intake_ratelimit_t *ratelimit; /* created when gateway.rate_limit is first set */
+  intake_tls_ctx_t *tls;         /* listen.tls: new connections get a session of it; NULL = plain
+                                    TCP. A reload replaces it; open sessions keep the old one */
+  uint8_t *tls_plain;            /* a frame packed before it is encrypted (TLS only) */
+  size_t tls_plain_cap;
   conn_t *conns;
   conn_t *paused;
   int stopping;
@@ -71,6 +80,10 @@ static void conn_update_reading(conn_t *c);
 static void on_timeout(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_tls_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void tls_input(conn_t *c);
+static void tls_failed(conn_t *c, const char *why);
 static void check_stopped(intake_server_t *s);
 
 /* ---- writing frames ---------------------------------------------------------------------- */
@@ -101,10 +114,79 @@ static void on_written(uv_write_t *req, int status) {
   }
 }
 
+/* Queues what the TLS session has for the peer as one write (at most its out buffer, 17 KiB).
+ * `close_after`: close once written (at once when there is nothing). Returns 0, or -1 when the
+ * connection was closed. */
+static int tls_flush(conn_t *c, int close_after) {
+  size_t n = intake_tls_out_pending(c->tls);
+  if (n == 0) {
+    if (close_after)
+      conn_close(c);
+    return close_after ? -1 : 0;
+  }
+  wreq_t *w = malloc(sizeof *w + n);
+  if (!w) {
+    conn_close(c);
+    return -1;
+  }
+  w->conn = c;
+  w->close_after = close_after;
+  n = intake_tls_take(c->tls, w->data, n);
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+    free(w);
+    conn_close(c);
+    return -1;
+  }
+  return 0;
+}
+
+/* send_frame() over TLS: the frame is packed into the server's scratch buffer and encrypted
+ * into the session's out buffer, which is queued whenever it fills (a frame over 16 KiB
+ * becomes several writes). Returns 0, or -1 when the connection was closed. */
+static int send_frame_tls(conn_t *c, uint8_t type, const ProtobufCMessage *msg, int close_after) {
+  intake_server_t *s = c->srv;
+  if (!c->tls_ready) {
+    /* Nothing can be said before the handshake (a refusal at accept): just close. */
+    conn_close(c);
+    return -1;
+  }
+  size_t n = INTAKE_FRAME_HEADER_BYTES + protobuf_c_message_get_packed_size(msg);
+  if (n > s->tls_plain_cap) {
+    uint8_t *p = realloc(s->tls_plain, n);
+    if (!p) {
+      conn_close(c);
+      return -1;
+    }
+    s->tls_plain = p;
+    s->tls_plain_cap = n;
+  }
+  intake_frame_header(s->tls_plain, type, (uint32_t)(n - INTAKE_FRAME_HEADER_BYTES));
+  protobuf_c_message_pack(msg, s->tls_plain + INTAKE_FRAME_HEADER_BYTES);
+  for (size_t off = 0; off < n;) {
+    ssize_t r = intake_tls_write(c->tls, s->tls_plain + off, n - off);
+    if (r > 0)
+      off += (size_t)r;
+    else if (r != -ENOBUFS || tls_flush(c, 0) < 0) {
+      if (r != -ENOBUFS)
+        conn_close(c); /* the session failed or was closed by us: the frame cannot go */
+      return -1;
+    }
+  }
+  if (close_after)
+    intake_tls_close_notify(c->tls); /* an orderly end after the ERROR */
+  return tls_flush(c, close_after);
+}
+
 /* Packs `msg` into a frame and queues it; `close_after` closes the connection once written. */
 static void send_frame(conn_t *c, uint8_t type, const ProtobufCMessage *msg, int close_after) {
   if (c->state == CONN_CLOSING)
     return;
+  if (c->tls) {
+    if (send_frame_tls(c, type, msg, close_after) < 0)
+      return;
+    goto queued;
+  }
   size_t n = protobuf_c_message_get_packed_size(msg);
   wreq_t *w = malloc(sizeof *w + INTAKE_FRAME_HEADER_BYTES + n);
   if (!w) {
@@ -121,6 +203,7 @@ static void send_frame(conn_t *c, uint8_t type, const ProtobufCMessage *msg, int
     conn_close(c);
     return;
   }
+queued:
   /* A gateway that sends batches but does not read its acks would make us queue acks without
    * end: stop reading from it until it has read half of them. */
   if (!c->write_blocked && c->tcp.write_queue_size > c->srv->cfg->write_backlog_bytes) {
@@ -160,6 +243,7 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->handles_open > 0)
     return;
   intake_server_t *s = c->srv;
+  intake_tls_destroy(c->tls);
   free(c->buf);
   free(c->jobs);
   free(c);
@@ -200,7 +284,8 @@ static void conn_update_reading(conn_t *c) {
   int want = (c->state == CONN_HELLO || c->state == CONN_READY) && !c->paused &&
              !c->write_blocked && !c->eof && !c->finishing && !c->srv->stopping;
   if (want && !c->reading)
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&c->tcp, c->tls ? on_tls_alloc : on_alloc,
+                  c->tls ? on_tls_read : on_read);
   else if (!want && c->reading)
     uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = want;
@@ -219,11 +304,42 @@ static void conn_finish(conn_t *c) {
   c->finishing = 1;
   c->state = CONN_DRAINING;
   conn_update_reading(c);
+  if (c->tls && c->tls_ready) {
+    /* close_notify goes out after the last acks: the gateway can tell an orderly end from a
+     * cut connection. */
+    intake_tls_close_notify(c->tls);
+    if (tls_flush(c, 0) < 0)
+      return;
+  }
   c->shutdown_req.data = c;
   if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
     conn_close(c);
     return;
   }
+  uv_timer_start(&c->timer, on_timeout, CLOSE_LINGER_MS, 0);
+}
+
+/* The TLS session failed (or never finished its handshake): logged (rate-limited, like
+ * protocol errors), counted when it was the handshake, and closed once the alert that tells
+ * the peer why is written. */
+static void tls_failed(conn_t *c, const char *why) {
+  intake_server_t *s = c->srv;
+  uint64_t held;
+  if (!c->tls_ready) {
+    s->stats.tls_failures++;
+    if (intake_log_allow(&s->error_log, &held))
+      LOG_WARN("TLS handshake failed", "peer=%s error=\"%s\" suppressed=%llu", c->peer, why,
+               (unsigned long long)held);
+  } else if (intake_log_allow(&s->error_log, &held)) {
+    LOG_WARN("TLS error", "peer=%s gateway=\"%s\" error=\"%s\" suppressed=%llu", c->peer,
+             c->gateway_id, why, (unsigned long long)held);
+  }
+  c->reading = 0;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  if (tls_flush(c, 1) < 0)
+    return; /* closed: there was no alert to send */
+  c->state = CONN_DRAINING;
+  c->finishing = 1; /* closed once the alert is written, or after the linger */
   uv_timer_start(&c->timer, on_timeout, CLOSE_LINGER_MS, 0);
 }
 
@@ -233,6 +349,9 @@ static void on_timeout(uv_timer_t *t) {
   if (c->finishing) {
     s->stats.linger_closed++; /* its last frames were never read */
     conn_close(c);
+  } else if (c->state == CONN_HELLO && c->tls && !c->tls_ready) {
+    s->stats.timeouts++; /* hello_timeout covers the handshake */
+    tls_failed(c, "handshake not finished within gateway.hello_timeout");
   } else if (c->state == CONN_HELLO) {
     s->stats.timeouts++;
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "no HELLO within gateway.hello_timeout");
@@ -283,7 +402,10 @@ static void on_resume(void *ctx) {
     c->paused = 0;
     if (c->state == CONN_CLOSING)
       continue;
-    conn_process(c);
+    if (c->tls)
+      tls_input(c); /* its buffered frames, then the ciphertext it holds */
+    else
+      conn_process(c);
     if (c->paused || c->state != CONN_READY)
       continue;
     if (s->stopping)
@@ -357,6 +479,11 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_VERSION, "protocol_version must be 1");
   } else if (idlen == 0 || idlen > 64) {
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "gateway_id must be 1..64 bytes");
+  } else if (s->cfg->tls_match_gateway_id &&
+             !(c->tls && intake_tls_peer_matches(c->tls, h->gateway_id))) {
+    s->stats.auth_failures++;
+    protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+                   "gateway_id is not the identity of the TLS client certificate");
   } else if (s->tokens && !intake_tokens_check(s->tokens, h->gateway_id, h->token)) {
     s->stats.auth_failures++;
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
@@ -374,7 +501,14 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
     w.max_batch_events = s->cfg->max_batch_events;
     send_frame(c, INTAKE_FRAME_WELCOME, &w.base, 0);
     uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, 0);
-    LOG_INFO("gateway connected", "peer=%s gateway=\"%s\"", c->peer, c->gateway_id);
+    if (c->tls) {
+      char cn[65];
+      intake_tls_peer_cn(c->tls, cn, sizeof cn);
+      LOG_INFO("gateway connected", "peer=%s gateway=\"%s\" tls=%s cipher=%s cert_cn=\"%s\"",
+               c->peer, c->gateway_id, intake_tls_version(c->tls), intake_tls_cipher(c->tls), cn);
+    } else {
+      LOG_INFO("gateway connected", "peer=%s gateway=\"%s\"", c->peer, c->gateway_id);
+    }
   }
   intake__v1__hello__free_unpacked(h, NULL);
 }
@@ -513,7 +647,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     else
       LOG_INFO("gateway disconnected", "peer=%s gateway=\"%s\" in_flight=%u", c->peer, c->gateway_id,
                c->n_jobs);
-    conn_close(c);
+    /* After a plain EOF the gateway may still read: acks it has not got yet are flushed. */
+    if (nread == UV_EOF && c->state == CONN_READY)
+      conn_finish(c);
+    else
+      conn_close(c);
     return;
   }
   if (nread == 0)
@@ -522,6 +660,75 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   if (c->state == CONN_READY)
     uv_timer_again(&c->timer);
   conn_process(c);
+}
+
+/* ---- TLS input ---------------------------------------------------------------------------
+ * The socket is read straight into the session's in buffer (34 KiB); records are decrypted
+ * into the frame buffer as the plain path reads into it, and frames are run from there. While
+ * the connection is paused the socket is not read and nothing more is decrypted: what waits
+ * is at most the in buffer of ciphertext. */
+
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  conn_t *c = h->data;
+  (void)suggested;
+  /* Never full while reading: tls_input() decrypts everything but a partial record before
+   * reading resumes, and a record is smaller than the buffer. */
+  size_t room;
+  void *p = intake_tls_feed_space(c->tls, &room);
+  *b = uv_buf_init(p, (unsigned)room);
+}
+
+static void tls_input(conn_t *c) {
+  conn_process(c); /* frames already decrypted (after a pause) go first */
+  while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->paused) {
+    uv_buf_t b;
+    on_alloc((uv_handle_t *)&c->tcp, 0, &b); /* the frame buffer's free tail, grown as needed */
+    if (b.len == 0) {
+      conn_close(c); /* out of memory */
+      return;
+    }
+    ssize_t n = intake_tls_read(c->tls, b.base, b.len);
+    if (!c->tls_ready && intake_tls_state(c->tls) == INTAKE_TLS_OPEN)
+      c->tls_ready = 1;
+    if (n != -EPROTO && intake_tls_out_pending(c->tls) > 0 && tls_flush(c, 0) < 0)
+      return; /* handshake flights, session tickets */
+    if (n > 0) {
+      c->len += (size_t)n;
+      if (c->state == CONN_READY)
+        uv_timer_again(&c->timer);
+      conn_process(c);
+    } else if (n == 0) {
+      on_read((uv_stream_t *)&c->tcp, UV_EOF, NULL); /* close_notify: the gateway's EOF */
+      return;
+    } else if (n == -EPROTO) {
+      tls_failed(c, intake_tls_error(c->tls));
+      return;
+    } else if (n == -EAGAIN) {
+      return;
+    } /* -ENOBUFS: flushed above, go on */
+  }
+}
+
+static void on_tls_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  conn_t *c = st->data;
+  if (nread > 0) {
+    intake_tls_feed_commit(c->tls, (size_t)nread);
+    c->tls_started = 1;
+    tls_input(c);
+    return;
+  }
+  if (nread < 0 && !c->tls_ready) {
+    /* A connection closed without a byte is a port probe (a load balancer's health check),
+     * not a failed handshake. */
+    if (c->tls_started) {
+      tls_failed(c, nread == UV_EOF ? "connection closed during the handshake"
+                                    : uv_strerror((int)nread));
+      return;
+    }
+    conn_close(c);
+    return;
+  }
+  on_read(st, nread, b);
 }
 
 /* Socket options of a gateway connection.
@@ -572,12 +779,14 @@ static void on_connection(uv_stream_t *ls, int status) {
   uv_timer_init(s->loop, &c->timer);
   c->tcp.data = c->timer.data = c;
   c->handles_open = 2;
+  /* A session per connection from the context of now: a reload does not touch it. */
+  int tls_ok = !s->tls || (c->tls = intake_tls_create(s->tls, NULL)) != NULL;
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
   s->conns = c;
   s->stats.connections++;
-  if (!c->jobs || uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+  if (!c->jobs || !tls_ok || uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
     conn_close(c);
     return;
   }
@@ -612,6 +821,17 @@ static void on_connection(uv_stream_t *ls, int status) {
 
 /* ---- server ------------------------------------------------------------------------------ */
 
+static void log_tls(const intake_config_t *cfg) {
+  if (!cfg->tls_cert_file)
+    return;
+  LOG_INFO("gateway TLS", "cert=%s client_ca=%s require_client_cert=%s match_gateway_id=%s "
+           "min_version=%s", cfg->tls_cert_file,
+           cfg->tls_client_ca_file ? cfg->tls_client_ca_file : "-",
+           cfg->tls_require_client_cert ? "true" : "false",
+           cfg->tls_match_gateway_id ? "true" : "false",
+           cfg->tls_min_version == INTAKE_TLS_1_3 ? "1.3" : "1.2");
+}
+
 intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cfg, char *err,
                                       size_t errlen) {
   intake_server_t *s = calloc(1, sizeof *s);
@@ -625,9 +845,14 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
    * second on average. */
   s->error_log.interval_ms = 10000;
   s->error_log.burst = 100;
+  if (cfg->tls_cert_file && !(s->tls = intake_tls_server_ctx_create(cfg, err, errlen))) {
+    free(s);
+    return NULL;
+  }
   if (cfg->tokens_file && cfg->tokens_file[0]) {
     s->tokens = intake_tokens_load(cfg->tokens_file, err, errlen);
     if (!s->tokens) {
+      intake_tls_ctx_destroy(s->tls);
       free(s);
       return NULL;
     }
@@ -636,6 +861,7 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
       !(s->ratelimit = intake_ratelimit_create(cfg->rate_limit, cfg->rate_burst, cfg->max_connections))) {
     snprintf(err, errlen, "out of memory");
     intake_tokens_destroy(s->tokens);
+    intake_tls_ctx_destroy(s->tls);
     free(s);
     return NULL;
   }
@@ -643,9 +869,11 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
   if (!s->pipeline) {
     intake_ratelimit_destroy(s->ratelimit);
     intake_tokens_destroy(s->tokens);
+    intake_tls_ctx_destroy(s->tls);
     free(s);
     return NULL;
   }
+  log_tls(cfg);
   struct sockaddr_storage addr;
   int rc;
   if (strchr(cfg->listen_address, ':'))
@@ -685,10 +913,17 @@ intake_server_t *intake_server_create(uv_loop_t *loop, const intake_config_t *cf
 }
 
 int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *err, size_t errlen) {
+  /* The files are read again whether or not their names changed: a renewed certificate is
+   * rotated by replacing the files and reloading. */
+  intake_tls_ctx_t *tls = NULL;
+  if (cfg->tls_cert_file && !(tls = intake_tls_server_ctx_create(cfg, err, errlen)))
+    return -1;
   intake_tokens_t *tokens = NULL;
   if (cfg->tokens_file && cfg->tokens_file[0] &&
-      !(tokens = intake_tokens_load(cfg->tokens_file, err, errlen)))
+      !(tokens = intake_tokens_load(cfg->tokens_file, err, errlen))) {
+    intake_tls_ctx_destroy(tls);
     return -1;
+  }
   /* Buckets keep their balances across a reload; only the rate and depth change. */
   if (cfg->rate_limit) {
     int rc = s->ratelimit ? intake_ratelimit_configure(s->ratelimit, cfg->rate_limit,
@@ -700,15 +935,20 @@ int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *e
     if (rc < 0) {
       snprintf(err, errlen, "out of memory");
       intake_tokens_destroy(tokens);
+      intake_tls_ctx_destroy(tls);
       return -1;
     }
   }
   if (intake_pipeline_reload(s->pipeline, cfg, err, errlen) < 0) {
     intake_tokens_destroy(tokens);
+    intake_tls_ctx_destroy(tls);
     return -1;
   }
   intake_tokens_destroy(s->tokens);
   s->tokens = tokens;
+  intake_tls_ctx_destroy(s->tls); /* open sessions hold their own reference */
+  s->tls = tls;
+  log_tls(cfg);
   s->cfg = cfg;
   return 0;
 }
@@ -796,5 +1036,7 @@ void intake_server_destroy(intake_server_t *s) {
   intake_pipeline_destroy(s->pipeline);
   intake_tokens_destroy(s->tokens);
   intake_ratelimit_destroy(s->ratelimit);
+  intake_tls_ctx_destroy(s->tls);
+  free(s->tls_plain);
   free(s);
 }
