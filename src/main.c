@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "admin/admin.h"
@@ -36,6 +37,48 @@ static void usage(FILE *f) {
           "usage: intaked [-c FILE]          run with the config FILE (default conf/intaked.yaml)\n"
           "       intaked --check-config FILE validate FILE and exit (0 = valid)\n"
           "       intaked --version\n");
+}
+
+/* Descriptors intaked holds besides its gateway connections: the admin listener and its 64
+ * connections, librdkafka (per broker a socket, plus its threads' wakeup fds and the bootstrap
+ * connections), libuv's epoll, signal and async fds, the delivery-report pipe, the dedup
+ * snapshot's temp file and directory, the tokens and config files, stdio. 128 covers that with
+ * a dozen brokers to spare. */
+#define FD_RESERVE 128
+
+/* Every gateway connection is a descriptor, and the usual soft limit (1024; systemd's default
+ * since v240, kept low for select() users) is below what listen.max_connections allows: past
+ * it accept() fails with EMFILE, and libuv then accepts and closes the waiting connections
+ * itself (its reserve-fd trick) without telling us: no log line, no refused count, gateways
+ * just see EOF (it_storm: 1,002 of 2,000 got in). Nothing here uses select() (libuv, libmicrohttpd and librdkafka poll
+ * with epoll/poll), so, as systemd advises for such programs (and Redis and nginx do for their
+ * client limits), raise the soft limit to the hard one, which any process may do; and warn when
+ * even that is too low. Idempotent: after a reload it only checks. */
+static void raise_fd_limit(uint64_t max_connections) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+    LOG_WARN("cannot read the file descriptor limit", "error=\"%s\"", strerror(errno));
+    return;
+  }
+  const rlim_t want = (rlim_t)max_connections + FD_RESERVE;
+  if (rl.rlim_cur < rl.rlim_max) {
+    const rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max; /* never unlimited: the kernel caps the hard one at fs.nr_open */
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      LOG_INFO("file descriptor limit raised", "from=%llu to=%llu", (unsigned long long)before,
+               (unsigned long long)rl.rlim_cur);
+    } else {
+      LOG_WARN("cannot raise the file descriptor limit", "limit=%llu hard=%llu error=\"%s\"",
+               (unsigned long long)before, (unsigned long long)rl.rlim_max, strerror(errno));
+      rl.rlim_cur = before;
+    }
+  }
+  if (rl.rlim_cur < want)
+    LOG_WARN("file descriptor limit too low for listen.max_connections: connections past it "
+             "fail with EMFILE; raise the hard limit (LimitNOFILE=, ulimit -Hn)",
+             "limit=%llu max_connections=%llu reserve=%d needed=%llu",
+             (unsigned long long)rl.rlim_cur, (unsigned long long)max_connections, FD_RESERVE,
+             (unsigned long long)want);
 }
 
 static void on_closed(uv_handle_t *h) { (void)h; }
@@ -107,6 +150,7 @@ static int daemon_reload_config(daemon_t *d, char *err, size_t errlen) {
   }
   intake_log_set_level(next->log_level);
   intake_log_set_format(next->log_format);
+  raise_fd_limit(next->max_connections); /* live key: warn if the new value does not fit */
   if (next->stats_interval_ms != d->cfg->stats_interval_ms) {
     uv_timer_stop(&d->stats);
     if (next->stats_interval_ms)
@@ -174,6 +218,7 @@ int main(int argc, char **argv) {
   intake_log_set_level(d.cfg->log_level);
   intake_log_set_format(d.cfg->log_format);
   signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit(d.cfg->max_connections); /* before any socket is opened */
 
   d.loop = uv_default_loop();
   d.server = intake_server_create(d.loop, d.cfg, err, sizeof err);

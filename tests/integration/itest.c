@@ -355,10 +355,12 @@ static int reap(itest_daemon_t *d) {
   return -1;
 }
 
-void itest_daemon_start(itest_daemon_t *d, const char *name, const char *yaml_template) {
+/* Writes the config and starts intaked on `port` (0: a free one); does not wait. */
+static void daemon_spawn(itest_daemon_t *d, const char *name, const char *yaml_template,
+                         uint16_t port) {
   memset(d, 0, sizeof *d);
   snprintf(d->name, sizeof d->name, "%s", name);
-  d->port = itest_free_port();
+  d->port = port ? port : itest_free_port();
   d->exit_code = -1;
   snprintf(d->config_path, sizeof d->config_path, "%s/%s.yaml", g.dir, name);
   snprintf(d->log_path, sizeof d->log_path, "%s/%s.log", g.dir, name);
@@ -391,6 +393,17 @@ void itest_daemon_start(itest_daemon_t *d, const char *name, const char *yaml_te
   close(logfd);
   d->pid = pid;
   register_daemon(d);
+}
+
+void itest_daemon_launch(itest_daemon_t *d, const char *name, const char *yaml_template,
+                         uint16_t port) {
+  daemon_spawn(d, name, yaml_template, port);
+  itest_log("intaked %s pid %d started for 127.0.0.1:%u (not waiting until it listens)", d->name,
+            (int)d->pid, (unsigned)d->port);
+}
+
+void itest_daemon_start(itest_daemon_t *d, const char *name, const char *yaml_template) {
+  daemon_spawn(d, name, yaml_template, 0);
 
   /* Ready when the port accepts a connection. */
   int64_t deadline = itest_mono_ms() + 20000;

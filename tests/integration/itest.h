@@ -109,6 +109,13 @@ typedef struct {
  * listens. *d must stay valid until the daemon is stopped (itest_finish() stops any left). */
 void itest_daemon_start(itest_daemon_t *d, const char *name, const char *yaml_template);
 
+/* Like itest_daemon_start(), but on `port` (0: a free one) and returning as soon as the process
+ * is started, without waiting until it listens: for tests whose own clients find that out, e.g.
+ * gateways that keep retrying their connects while intaked restarts on the same port. Whether
+ * it died during start shows in itest_daemon_wait(d, 0). */
+void itest_daemon_launch(itest_daemon_t *d, const char *name, const char *yaml_template,
+                         uint16_t port);
+
 /* Sends SIGTERM and waits at most timeout_ms for the exit (then SIGKILL). Returns the exit
  * status (0..255) or 128 + signal number; also stored in d->exit_code. */
 int itest_daemon_stop(itest_daemon_t *d, int timeout_ms);
