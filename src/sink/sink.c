@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -40,6 +41,8 @@ struct intake_sink {
   int brokers_up;             /* from the last statistics: brokers in state UP */
   intake_log_limit_t error_log; /* librdkafka's error callback: one line a second */
   intake_log_limit_t rdlog_log; /* librdkafka's warnings and errors: one line a second */
+  intake_log_limit_t auth_log;  /* authentication / TLS handshake failures: one line a second */
+  int scram_nonce_bug;        /* SCRAM configured on a librdkafka that Kafka 4.x refuses */
   /* INTAKE_KAFKA_COUNTING: records "sent" and not yet confirmed, confirmed from `idle`. */
   int counting;
   uv_idle_t idle;
@@ -74,6 +77,27 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   intake_sink_t *s = opaque;
   uint64_t held;
   (void)rk;
+  /* A refused login or certificate does not heal by retrying: nothing will be delivered until
+   * the configuration changes. Such failures get an error line of their own, with their own
+   * limit, so that an operator can alert on it and a storm of other errors cannot hide it. */
+  if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL) {
+    if (!intake_log_allow(&s->auth_log, &held))
+      return;
+    const char *msg = err == RD_KAFKA_RESP_ERR__SSL ? "kafka TLS handshake failed"
+                                                    : "kafka authentication failed";
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION && s->scram_nonce_bug)
+      /* The message reads "invalid credentials" even when they are right. */
+      LOG_ERROR(msg,
+                "code=%s reason=\"%s\" hint=\"librdkafka %s sends a SCRAM nonce that Kafka 4.0 "
+                "and later refuse (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895); "
+                "use SASL PLAIN over SASL_SSL or TLS client certificates\" suppressed=%llu",
+                rd_kafka_err2name(err), reason, rd_kafka_version_str(),
+                (unsigned long long)held);
+    else
+      LOG_ERROR(msg, "code=%s reason=\"%s\" suppressed=%llu", rd_kafka_err2name(err), reason,
+                (unsigned long long)held);
+    return;
+  }
   if (intake_log_allow(&s->error_log, &held))
     LOG_WARN("kafka error", "code=%s reason=\"%s\" suppressed=%llu", rd_kafka_err2name(err),
              reason, (unsigned long long)held);
@@ -159,7 +183,7 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
   s->ctx = ctx;
   s->embedded = cfg->kafka_mode == INTAKE_KAFKA_EMBEDDED;
   s->embedded_partitions = cfg->embedded_partitions;
-  s->error_log.interval_ms = s->rdlog_log.interval_ms = 1000;
+  s->error_log.interval_ms = s->rdlog_log.interval_ms = s->auth_log.interval_ms = 1000;
   if (cfg->kafka_mode == INTAKE_KAFKA_COUNTING) {
     rd_kafka_conf_destroy(conf);
     return create_counting(s, loop);
@@ -193,6 +217,8 @@ intake_sink_t *intake_sink_create(uv_loop_t *loop, const intake_config_t *cfg,
                kv->value);
     if (set(conf, kv->key, kv->value, err, errlen))
       goto fail;
+    if (!strcmp(kv->key, "sasl.mechanisms") || !strcmp(kv->key, "sasl.mechanism"))
+      s->scram_nonce_bug = !strncasecmp(kv->value, "SCRAM-", 6) && rd_kafka_version() < 0x020601ff;
   }
   char qmax[32];
   size_t qlen = sizeof qmax;
