@@ -284,8 +284,12 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
          "Gateway connections refused over listen.max_connections.", ss.refused);
   metric(w, "intake_protocol_errors_total", "counter",
          "Gateway connections closed with a ProtocolError.", ss.protocol_errors);
-  metric(w, "intake_auth_failures_total", "counter", "HELLOs with an unknown id or wrong token.",
+  metric(w, "intake_auth_failures_total", "counter",
+         "HELLOs refused: unknown id, wrong token, or not the id of the TLS client certificate.",
          ss.auth_failures);
+  metric(w, "intake_tls_handshake_failures_total", "counter",
+         "Gateway TLS handshakes that failed (refused certificates, peers not speaking TLS, "
+         "handshake timeouts).", ss.tls_failures);
   metric(w, "intake_backpressure_pauses_total", "counter",
          "Times a connection stopped reading because Kafka was behind.", ss.paused);
   metric(w, "intake_slow_reader_pauses_total", "counter",

@@ -679,8 +679,11 @@ static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 }
 
 static void tls_input(conn_t *c) {
-  conn_process(c); /* frames already decrypted (after a pause) go first */
-  while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->paused) {
+  if (c->len > c->off)
+    conn_process(c); /* frames already decrypted (after a pause) go first */
+  /* After the gateway's EOF (or close_notify) nothing is left to decrypt: an EOF is seen only
+   * while reading, and reading runs only with the in buffer drained. */
+  while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->paused && !c->eof) {
     uv_buf_t b;
     on_alloc((uv_handle_t *)&c->tcp, 0, &b); /* the frame buffer's free tail, grown as needed */
     if (b.len == 0) {
@@ -946,6 +949,9 @@ int intake_server_reload(intake_server_t *s, const intake_config_t *cfg, char *e
   }
   intake_tokens_destroy(s->tokens);
   s->tokens = tokens;
+  if (s->tls && !tls)
+    LOG_WARN("gateway TLS off", "detail=\"listen.tls.cert_file unset by the reload: new "
+             "connections are plain TCP; open TLS connections keep their sessions\"");
   intake_tls_ctx_destroy(s->tls); /* open sessions hold their own reference */
   s->tls = tls;
   log_tls(cfg);

@@ -27,6 +27,9 @@ typedef struct {
                                      passed listen.write_backlog (a slow reader) */
   uint64_t timeouts;              /* closed for gateway.hello_timeout or listen.idle_timeout */
   uint64_t linger_closed;         /* closed before their last frames could be written */
+  uint64_t tls_failures;          /* TLS handshakes that failed: refused or missing client
+                                     certificates, peers not speaking TLS, handshakes not done
+                                     within gateway.hello_timeout */
 } intake_server_stats_t;
 
 /* Creates the pipeline (and with it the Kafka producer) and binds the listener. `cfg` must

@@ -349,9 +349,11 @@ ssize_t intake_tls_read(intake_tls_t *t, void *buf, size_t cap) {
 }
 
 ssize_t intake_tls_write(intake_tls_t *t, const void *data, size_t len) {
+  /* A peer's close_notify ends only its direction: a gateway that half-closes after its last
+   * batch still gets their acks. */
   if (t->state == INTAKE_TLS_FAILED)
     return -EPROTO;
-  if (t->state == INTAKE_TLS_CLOSED)
+  if (SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)
     return -EPIPE;
   ERR_clear_error();
   size_t n = 0;
@@ -361,8 +363,7 @@ ssize_t intake_tls_write(intake_tls_t *t, const void *data, size_t len) {
       t->state = INTAKE_TLS_OPEN;
     return (ssize_t)n;
   }
-  r = io_result(t, r);
-  return r == 0 ? -EPIPE : r;
+  return io_result(t, r);
 }
 
 void intake_tls_close_notify(intake_tls_t *t) {

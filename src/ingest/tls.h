@@ -106,7 +106,9 @@ ssize_t intake_tls_read(intake_tls_t *t, void *buf, size_t cap);
 
 /* Encrypts up to len bytes (len > 0) into the out buffer, at most one record (16 KiB) per
  * call. Returns the bytes taken (> 0), -ENOBUFS (take() the out buffer, then call again with
- * the same bytes), -EAGAIN (handshake not done and waiting for the peer) or -EPROTO. */
+ * the same bytes), -EAGAIN (handshake not done and waiting for the peer), -EPIPE (we sent
+ * close_notify already) or -EPROTO. Writing goes on after the peer's close_notify (TLS closes
+ * each direction on its own). */
 ssize_t intake_tls_write(intake_tls_t *t, const void *data, size_t len);
 
 /* Queues a close_notify alert (the session's orderly end) in the out buffer. Best effort: on a
