@@ -13,7 +13,9 @@
 #include "core/log.h"
 #include "core/notify.h"
 #include "ingest/server.h"
+#include "ingest/tls.h"
 #include "pipeline/pipeline.h"
+#include "sink/sink.h"
 
 #ifndef INTAKE_VERSION /* set by CMake from the project version */
 #define INTAKE_VERSION "0.0.0"
@@ -178,6 +180,43 @@ static void on_sighup(uv_signal_t *h, int signum) {
     daemon_reload(d, err, sizeof err);
 }
 
+static void check_delivery(void *ctx, void *opaque, void *topic_user, int err) {
+  (void)ctx, (void)opaque, (void)topic_user, (void)err;
+}
+
+/* --check-config goes past the YAML: what only librdkafka or OpenSSL can judge on the whole
+ * set or on disk (a missing sasl.password, an unreadable ssl.ca.location, a key that does not
+ * match its certificate) would otherwise pass here and stop the daemon at start or reload.
+ * Builds the producer (nothing is sent; it is destroyed at once) and the gateway TLS context. */
+static int check_resources(const intake_config_t *cfg, char *err, size_t errlen) {
+  if (cfg->tls_cert_file) {
+    intake_tls_ctx_t *tls = intake_tls_server_ctx_create(cfg, err, errlen);
+    if (!tls)
+      return -1;
+    intake_tls_ctx_destroy(tls);
+  }
+  if (cfg->kafka_mode != INTAKE_KAFKA_BROKERS)
+    return 0;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) < 0) {
+    snprintf(err, errlen, "cannot create an event loop");
+    return -1;
+  }
+  /* Without brokers to contact, the probe producer stays quiet: no connection attempts, and
+   * its one warning about that is below the level shown here. */
+  intake_log_set_level(INTAKE_LOG_ERROR);
+  intake_config_t probe = *cfg;
+  probe.kafka_brokers = "";
+  intake_sink_t *sink = intake_sink_create(&loop, &probe, NULL, 0, check_delivery, NULL, err, errlen);
+  if (sink) {
+    intake_sink_close(sink);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    intake_sink_destroy(sink);
+  }
+  uv_loop_close(&loop);
+  return sink ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
   const char *path = "conf/intaked.yaml";
   int check_only = 0;
@@ -210,6 +249,12 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (check_only) {
+    if (check_resources(d.cfg, err, sizeof err) < 0) {
+      fprintf(stderr, "%s: %s\n", path, err);
+      intake_config_dispose(d.cfg);
+      free(d.cfg);
+      return 1;
+    }
     printf("%s: ok\n", path);
     intake_config_dispose(d.cfg);
     free(d.cfg);

@@ -360,9 +360,8 @@ static void on_timeout(uv_timer_t *t) {
      * (half-open) ends here at the latest, and frees its slot of listen.max_connections. */
     s->stats.timeouts++;
     protocol_error(c, INTAKE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT, "idle for listen.idle_timeout");
-  } else {
-    uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, 0);
   }
+  /* else batches are in flight: the repeating idle timer looks again in idle_timeout. */
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -500,7 +499,9 @@ static void handle_hello(conn_t *c, const intake_frame_t *f) {
     w.max_frame_bytes = s->cfg->max_frame_bytes;
     w.max_batch_events = s->cfg->max_batch_events;
     send_frame(c, INTAKE_FRAME_WELCOME, &w.base, 0);
-    uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, 0);
+    /* Repeating, so that uv_timer_again() on every read and written ack restarts it (on a
+     * one-shot timer it does nothing, and busy gateways were cut off as idle). */
+    uv_timer_start(&c->timer, on_timeout, s->cfg->idle_timeout_ms, s->cfg->idle_timeout_ms);
     if (c->tls) {
       char cn[65];
       intake_tls_peer_cn(c->tls, cn, sizeof cn);

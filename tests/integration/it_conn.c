@@ -1,7 +1,8 @@
 /* Connection lifecycle and admission against the real broker — what a gateway notices:
  * - TCP keepalive is on for gateway sockets (listen.keepalive), so a half-open connection
  *   is found even while batches are in flight;
- * - a silent connection gets ERROR TIMEOUT after listen.idle_timeout and is closed;
+ * - a silent connection gets ERROR TIMEOUT after listen.idle_timeout and is closed, a busy one
+ *   with nothing in flight most of the time is not;
  * - a gateway that half-closes (shutdown(SHUT_WR)) after its last batches still gets every ack,
  *   then the connection is closed;
  * - a slow reader (sends batches, never reads its acks) is no longer read once its unread acks
@@ -187,6 +188,20 @@ static void lifecycle(void) {
             (long long)(itest_mono_ms() - t0));
   intake_client_close(k);
 
+  /* Busy is not idle: a batch every 400 ms for 3 s (longer than idle_timeout) keeps the
+   * connection, although nothing is in flight most of the time. */
+  intake_client_t *busy = itest_connect(&d, "gw-busy", NULL);
+  Intake__V1__Event **bev = events("busy", 8);
+  for (uint64_t b = 0; b < 8; b++) {
+    IT_CHECK_INT(intake_client_send_batch(busy, b + 1, bev + b, 1, 0), 0);
+    Intake__V1__BatchAck *ack = itest_recv_ack(busy, 10000); /* fails on an ERROR TIMEOUT */
+    check_ack(ack, b + 1, 1, INTAKE__V1__OUTCOME__OUTCOME_ACCEPTED);
+    intake__v1__batch_ack__free_unpacked(ack, NULL);
+    itest_sleep_ms(400);
+  }
+  events_free(bev, 8);
+  intake_client_close(busy);
+
   /* Half-close: five batches, then shutdown(SHUT_WR) at once; every ack still comes. */
   intake_client_t *h = itest_connect(&d, "gw-halfclose", NULL);
   Intake__V1__Event **ev = events("half", 50);
@@ -209,7 +224,7 @@ static void lifecycle(void) {
   double timeouts = metric(host, aport, "intake_connection_timeouts_total");
   IT_CHECKF(timeouts >= 1, "intake_connection_timeouts_total %g", timeouts);
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);
-  check_exactly_once(topic, 50);
+  check_exactly_once(topic, 8 + 50);
 }
 
 /* ---- daemon 2: slow reader, then rate limit by reload --------------------------------------- */
