@@ -81,6 +81,13 @@ static void metric(intake_wbuf_t *w, const char *name, const char *type, const c
   sample(w, name, NULL, NULL, v);
 }
 
+/* A gauge in seconds from a count of `per_second` units (ms, us). */
+static void seconds(intake_wbuf_t *w, const char *name, const char *help, uint64_t v,
+                    double per_second) {
+  meta(w, name, "gauge", help);
+  intake_wbuf_printf(w, "%s %.6f\n", name, (double)v / per_second);
+}
+
 /* One family over the gateways: the uint64_t at `offset` of intake_gateway_stats_t. */
 static void gateway_family(intake_wbuf_t *w, intake_gateway_stats_t *const *gw, size_t n,
                            const char *name, const char *type, const char *help, size_t offset) {
@@ -251,6 +258,33 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
          ds.evictions);
   metric(w, "intake_dedup_expired_total", "counter", "Keys or windows dropped after their window.",
          ds.expired);
+
+  /* dedup.snapshot_path: all zero when unset. */
+  intake_snapshot_stats_t snap;
+  intake_pipeline_snapshot_stats(p, &snap);
+  meta(w, "intake_dedup_snapshots_total", "counter",
+       "Dedup snapshots by result: written (the final one included), failed (the previous file "
+       "stays), skipped (the previous one was still being written).");
+  sample(w, "intake_dedup_snapshots_total", "result", "written", snap.written);
+  sample(w, "intake_dedup_snapshots_total", "result", "failed", snap.failed);
+  sample(w, "intake_dedup_snapshots_total", "result", "skipped", snap.skipped);
+  seconds(w, "intake_dedup_snapshot_last_seconds",
+          "Duration of the last snapshot written, start to rename.", snap.last_ms, 1e3);
+  seconds(w, "intake_dedup_snapshot_last_loop_seconds",
+          "Event-loop time the last snapshot took (its export steps, summed).", snap.last_loop_us,
+          1e6);
+  metric(w, "intake_dedup_snapshot_last_keys", "gauge", "Keys in the last snapshot written.",
+         snap.last_keys);
+  metric(w, "intake_dedup_snapshot_last_bytes", "gauge", "File size of the last snapshot written.",
+         snap.last_bytes);
+  seconds(w, "intake_dedup_snapshot_last_created_seconds",
+          "Unix time the last snapshot written started: it holds every key committed before.",
+          snap.last_created_ms, 1e3);
+  metric(w, "intake_dedup_snapshot_loaded_keys", "gauge", "Keys loaded from the snapshot at start.",
+         snap.loaded_keys);
+  metric(w, "intake_dedup_snapshot_load_errors_total", "counter",
+         "1 when the snapshot found at start was unusable (reported, moved aside, ignored).",
+         snap.load_errors);
 
   metric(w, "intake_kafka_queue_depth", "gauge", "Records queued in librdkafka, not yet reported.",
          intake_pipeline_kafka_queue_depth(p));

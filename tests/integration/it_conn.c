@@ -25,52 +25,6 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/* The daemon's admin address, from its "admin listening" log line. */
-static void admin_address(const itest_daemon_t *d, char *host, size_t len, uint16_t *port) {
-  char *line = itest_daemon_wait_log(d, "admin listening", 10000);
-  IT_CHECKF(line != NULL, "no \"admin listening\" line");
-  char addr[64];
-  IT_CHECK(itest_logfmt_str(line, "address", addr, sizeof addr));
-  char *colon = strrchr(addr, ':');
-  IT_CHECK(colon != NULL);
-  *colon = '\0';
-  snprintf(host, len, "%s", addr);
-  *port = (uint16_t)atoi(colon + 1);
-  free(line);
-}
-
-/* GET /metrics and returns the value of the sample `series` (exact name and labels), or -1. */
-static double metric(const char *host, uint16_t port, const char *series) {
-  intake_client_t *c;
-  IT_CHECK_INT(intake_client_connect(host, port, 5000, &c), 0);
-  const char req[] = "GET /metrics HTTP/1.0\r\nHost: intake\r\n\r\n";
-  IT_CHECK_INT(intake_client_send_raw(c, req, sizeof req - 1), 0);
-  size_t cap = 1 << 20, n = 0;
-  char *buf = malloc(cap);
-  IT_CHECK(buf != NULL);
-  for (;;) {
-    struct pollfd p = {.fd = intake_client_fd(c), .events = POLLIN};
-    IT_CHECKF(poll(&p, 1, 5000) == 1, "/metrics: no answer");
-    ssize_t r = recv(p.fd, buf + n, cap - 1 - n, 0);
-    IT_CHECK(r >= 0);
-    if (r == 0)
-      break;
-    n += (size_t)r;
-    IT_CHECK(n < cap - 1);
-  }
-  buf[n] = '\0';
-  intake_client_close(c);
-  double v = -1;
-  size_t sl = strlen(series);
-  for (const char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
-    if (!strncmp(line, series, sl) && line[sl] == ' ') {
-      v = atof(line + sl + 1);
-      break;
-    }
-  free(buf);
-  return v;
-}
-
 static long rss_kib(pid_t pid) {
   char path[64], line[256];
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
@@ -172,7 +126,7 @@ static void lifecycle(void) {
                      "dedup: {memory: 16MiB, sequence_memory: 4MiB}\n");
   char host[64];
   uint16_t aport;
-  admin_address(&d, host, sizeof host, &aport);
+  itest_admin_address(&d, host, sizeof host, &aport);
 
   /* Keepalive: the kernel runs its keepalive timer on the daemon's socket. */
   intake_client_t *k = itest_connect(&d, "gw-keepalive", NULL);
@@ -221,7 +175,7 @@ static void lifecycle(void) {
   intake_client_close(h);
   events_free(ev, 50);
 
-  double timeouts = metric(host, aport, "intake_connection_timeouts_total");
+  double timeouts = itest_metric(host, aport, "intake_connection_timeouts_total");
   IT_CHECKF(timeouts >= 1, "intake_connection_timeouts_total %g", timeouts);
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);
   check_exactly_once(topic, 8 + 50);
@@ -261,7 +215,7 @@ static void slow_reader(itest_daemon_t *d, const char *host, uint16_t aport) {
     } else {
       itest_sleep_ms(100);
     }
-    pauses = metric(host, aport, "intake_slow_reader_pauses_total");
+    pauses = itest_metric(host, aport, "intake_slow_reader_pauses_total");
   }
   IT_CHECKF(pauses >= 1, "intake_slow_reader_pauses_total %g after %llu batches of unread acks",
             pauses, (unsigned long long)sent);
@@ -387,10 +341,10 @@ static void rate_limit(itest_daemon_t *d, const char *host, uint16_t aport) {
             LIMITED_BATCHES * LIMITED_BATCH * 1000.0 / (double)(ms ? ms : 1), throttled);
   IT_CHECKF(throttled > 0, "gw-limited was never slowed down");
   IT_CHECKF(other_checked, "no RETRY, so the other gateway was not tried while limited");
-  IT_CHECK_INT(metric(host, aport, "intake_batches_throttled_total"), throttled);
-  IT_CHECK_INT(metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-limited\"}"),
+  IT_CHECK_INT(itest_metric(host, aport, "intake_batches_throttled_total"), throttled);
+  IT_CHECK_INT(itest_metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-limited\"}"),
                throttled);
-  IT_CHECK_INT(metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-unlimited\"}"),
+  IT_CHECK_INT(itest_metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-unlimited\"}"),
                0);
   events_free(ev, LIMITED_BATCHES * LIMITED_BATCH);
   intake_client_close(c);
@@ -410,7 +364,7 @@ int main(void) {
   itest_daemon_start(&d, "admit", yaml);
   char host[64];
   uint16_t aport;
-  admin_address(&d, host, sizeof host, &aport);
+  itest_admin_address(&d, host, sizeof host, &aport);
   slow_reader(&d, host, aport);
   rate_limit(&d, host, aport);
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -948,4 +949,52 @@ size_t itest_records_count(const itest_records_t *rs, const char *key, const voi
       n++;
   }
   return n;
+}
+
+/* --- Admin --------------------------------------------------------------------------------- */
+
+/* The daemon's admin address, from its "admin listening" log line. */
+void itest_admin_address(const itest_daemon_t *d, char *host, size_t len, uint16_t *port) {
+  char *line = itest_daemon_wait_log(d, "admin listening", 10000);
+  IT_CHECKF(line != NULL, "no \"admin listening\" line");
+  char addr[64];
+  IT_CHECK(itest_logfmt_str(line, "address", addr, sizeof addr));
+  char *colon = strrchr(addr, ':');
+  IT_CHECK(colon != NULL);
+  *colon = '\0';
+  snprintf(host, len, "%s", addr);
+  *port = (uint16_t)atoi(colon + 1);
+  free(line);
+}
+
+/* GET /metrics and returns the value of the sample `series` (exact name and labels), or -1. */
+double itest_metric(const char *host, uint16_t port, const char *series) {
+  intake_client_t *c;
+  IT_CHECK_INT(intake_client_connect(host, port, 5000, &c), 0);
+  const char req[] = "GET /metrics HTTP/1.0\r\nHost: intake\r\n\r\n";
+  IT_CHECK_INT(intake_client_send_raw(c, req, sizeof req - 1), 0);
+  size_t cap = 1 << 20, n = 0;
+  char *buf = malloc(cap);
+  IT_CHECK(buf != NULL);
+  for (;;) {
+    struct pollfd p = {.fd = intake_client_fd(c), .events = POLLIN};
+    IT_CHECKF(poll(&p, 1, 5000) == 1, "/metrics: no answer");
+    ssize_t r = recv(p.fd, buf + n, cap - 1 - n, 0);
+    IT_CHECK(r >= 0);
+    if (r == 0)
+      break;
+    n += (size_t)r;
+    IT_CHECK(n < cap - 1);
+  }
+  buf[n] = '\0';
+  intake_client_close(c);
+  double v = -1;
+  size_t sl = strlen(series);
+  for (const char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+    if (!strncmp(line, series, sl) && line[sl] == ' ') {
+      v = atof(line + sl + 1);
+      break;
+    }
+  free(buf);
+  return v;
 }

@@ -147,6 +147,15 @@ Intake__V1__BatchAck *itest_recv_ack(intake_client_t *c, int timeout_ms);
  * with `code`; then checks the daemon closes the connection within timeout_ms. */
 void itest_expect_error_and_close(intake_client_t *c, int code, int timeout_ms);
 
+/* --- Admin (the daemon's config needs an `admin:` section, e.g. port 0) --------------------- */
+
+/* The daemon's admin address, from its "admin listening" log line (waits up to 10 s). */
+void itest_admin_address(const itest_daemon_t *d, char *host, size_t len, uint16_t *port);
+
+/* GETs /metrics and returns the value of the sample `series` (exact name and labels, e.g.
+ * "intake_batches_throttled_total" or "intake_x_total{gateway=\"gw-1\"}"), or -1 when absent. */
+double itest_metric(const char *host, uint16_t port, const char *series);
+
 /* --- Log lines (logfmt) -------------------------------------------------------------------- */
 
 /* The last line of `log` containing `needle` (malloc'd), or NULL. */
