@@ -33,6 +33,8 @@ static void usage(FILE *f) {
 "\n"
 "load options (defaults in brackets):\n"
 "  --host H [127.0.0.1]  --port P (required)   intaked's gateway listener\n"
+"  --tls-ca FILE         connect over TLS, verifying intaked's certificate against FILE\n"
+"  --tls-cert F --tls-key F   and present this client certificate\n"
 "  --brokers B           Kafka bootstrap, for the verifier (required unless --no-verify)\n"
 "  --prefix P [bench]    topic prefix: P.events P.fire P.video P.urgent P.dlq\n"
 "  --connections N [8]   gateway connections, one thread each\n"
@@ -118,6 +120,12 @@ static void parse_args(int argc, char **argv, args_t *a) {
 #define U64(name, field) else if (!strcmp(k, name)) bad = parse_u64(v, &u) || ((field = u), 0)
     if (!strcmp(k, "--host"))
       a->load.host = v;
+    else if (!strcmp(k, "--tls-ca"))
+      a->load.tls_ca = v;
+    else if (!strcmp(k, "--tls-cert"))
+      a->load.tls_cert = v;
+    else if (!strcmp(k, "--tls-key"))
+      a->load.tls_key = v;
     else if (!strcmp(k, "--port"))
       bad = parse_u64(v, &u) || u == 0 || u > 65535 || ((a->load.port = (uint16_t)u), 0);
     else if (!strcmp(k, "--brokers"))

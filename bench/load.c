@@ -392,12 +392,20 @@ static void set_error(gw_t *g, const char *fmt, const char *what, int err) {
     snprintf(g->error, sizeof g->error, fmt, g->id, what, err < 0 ? strerror(-err) : "");
 }
 
+/* A gateway connection to intaked, over TLS when the options ask for it. */
+static int load_connect(const load_opts_t *o, intake_client_t **c) {
+  if (!o->tls_ca)
+    return intake_client_connect(o->host, o->port, 5000, c);
+  intake_client_tls_t tls = {.ca_file = o->tls_ca, .cert_file = o->tls_cert, .key_file = o->tls_key};
+  return intake_client_connect_tls(o->host, o->port, 5000, &tls, c);
+}
+
 static int connect_gw(gw_t *g, int64_t deadline_ns) {
   int err = -ETIMEDOUT;
   for (unsigned attempt = 0; kio_mono_ns() < deadline_ns; attempt++) {
     intake_client_t *c;
     intake_client_msg_t m;
-    if ((err = intake_client_connect(g->o->host, g->o->port, 5000, &c)) == 0) {
+    if ((err = load_connect(g->o, &c)) == 0) {
       err = intake_client_hello(c, g->gw_id, "", 10000, &m);
       if (err == 0) {
         unsigned w = m.welcome->max_in_flight, b = m.welcome->max_batch_events;
@@ -809,7 +817,7 @@ static int chaos_one(chaos_t *x, unsigned variant, char *why, size_t whylen) {
   intake_client_t *c;
   intake_client_msg_t m;
   int ok = 0;
-  if (intake_client_connect(x->o->host, x->o->port, 5000, &c) < 0) {
+  if (load_connect(x->o, &c) < 0) {
     snprintf(why, whylen, "%s: cannot connect", v[variant].name);
     return 0;
   }

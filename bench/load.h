@@ -27,6 +27,9 @@
 typedef struct {
   const char *host;
   uint16_t port;
+  const char *tls_ca;         /* set: connect over TLS, verifying intaked against this CA file */
+  const char *tls_cert;       /* with tls_ca: present this client certificate (and tls_key) */
+  const char *tls_key;
   unsigned connections;       /* gateway threads, 1..255 */
   double rate;                /* events/s over all connections; 0 = flat out */
   double duration_s;          /* generate for this long (0: until `events`) */
