@@ -33,82 +33,15 @@ static const char CONFIG[] =
     "      match: {type: smoke.alarm}\n"
     "      topics: [${P}.fire, ${P}.urgent]\n";
 
-/* ---- a minimal HTTP/1.0 client ------------------------------------------------------------ */
-
-typedef struct {
-  int status;
-  char *headers;               /* the header block, lower-cased names kept as sent */
-  char *body;
-  size_t body_len;
-} http_t;
-
-static void http_free(http_t *h) {
-  free(h->headers);
-  free(h->body);
-}
-
-/* `address` is "127.0.0.1:PORT". Sends `method path` with an optional body of `body_len` bytes
- * of 'x', reads the whole response (the server closes after HTTP/1.0). */
-static http_t http(const char *address, const char *method, const char *path, size_t body_len) {
-  char host[64];
-  snprintf(host, sizeof host, "%s", address);
-  char *colon = strrchr(host, ':');
-  IT_CHECK(colon != NULL);
-  *colon = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  IT_CHECK(inet_pton(AF_INET, host, &sa.sin_addr) == 1);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  IT_CHECK(fd >= 0);
-  IT_CHECKF(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s", address);
-  char req[512];
-  int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: %zu\r\n\r\n",
-                   method, path, address, body_len);
-  IT_CHECK(write(fd, req, (size_t)n) == n);
-  char *body = malloc(body_len + 1);
-  memset(body, 'x', body_len);
-  /* A refused body may be cut short by the server closing: that is fine. */
-  if (body_len)
-    (void)!send(fd, body, body_len, MSG_NOSIGNAL);
-  free(body);
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  int64_t deadline = itest_mono_ms() + 10000;
-  for (;;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    IT_CHECKF(itest_mono_ms() < deadline, "%s %s: no complete response in 10 s", method, path);
-    if (poll(&p, 1, 1000) <= 0)
-      continue;
-    if (len + 4096 > cap)
-      buf = realloc(buf, cap *= 2);
-    ssize_t r = read(fd, buf + len, cap - len - 1);
-    if (r <= 0)
-      break;
-    len += (size_t)r;
-  }
-  close(fd);
-  buf[len] = '\0';
-  http_t h = {0};
-  IT_CHECKF(sscanf(buf, "HTTP/1.%*d %d", &h.status) == 1, "bad response: %.200s", buf);
-  char *sep = strstr(buf, "\r\n\r\n");
-  IT_CHECK(sep != NULL);
-  h.headers = strndup(buf, (size_t)(sep - buf) + 2);
-  h.body_len = len - (size_t)(sep + 4 - buf);
-  h.body = malloc(h.body_len + 1);
-  memcpy(h.body, sep + 4, h.body_len);
-  h.body[h.body_len] = '\0';
-  free(buf);
-  return h;
-}
-
 static void expect(const char *addr, const char *method, const char *path, int status,
                    const char *body_prefix) {
-  http_t h = http(addr, method, path, 0);
+  itest_http_t h = itest_http(addr, method, path, 0);
   IT_CHECKF(h.status == status, "%s %s: status %d, want %d (%s)", method, path, h.status, status,
             h.body);
   if (body_prefix)
     IT_CHECKF(!strncmp(h.body, body_prefix, strlen(body_prefix)), "%s %s: body \"%s\", want \"%s\"",
               method, path, h.body, body_prefix);
-  http_free(&h);
+  itest_http_free(&h);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------- */
@@ -218,11 +151,11 @@ static void admin_address(const itest_daemon_t *d, char *out, size_t len) {
 static void wait_ready(const char *addr, int status, const char *prefix) {
   int64_t deadline = itest_mono_ms() + 15000;
   for (;;) {
-    http_t h = http(addr, "GET", "/readyz", 0);
+    itest_http_t h = itest_http(addr, "GET", "/readyz", 0);
     int ok = h.status == status && !strncmp(h.body, prefix, strlen(prefix));
     if (ok || itest_mono_ms() > deadline)
       IT_CHECKF(ok, "/readyz: %d \"%s\", want %d \"%s\"", h.status, h.body, status, prefix);
-    http_free(&h);
+    itest_http_free(&h);
     if (ok)
       return;
     itest_sleep_ms(200);
@@ -267,17 +200,17 @@ int main(void) {
     fclose(f);
     free(good);
   }
-  http_t h = http(addr, "POST", "/metrics", 0);
+  itest_http_t h = itest_http(addr, "POST", "/metrics", 0);
   IT_CHECK_INT(h.status, 405);
   IT_CHECKF(strstr(h.headers, "Allow: GET, HEAD") != NULL, "405 without Allow: %s", h.headers);
-  http_free(&h);
-  h = http(addr, "GET", "/-/reload", 0);
+  itest_http_free(&h);
+  h = itest_http(addr, "GET", "/-/reload", 0);
   IT_CHECK_INT(h.status, 405);
   IT_CHECKF(strstr(h.headers, "Allow: POST") != NULL, "405 without Allow: %s", h.headers);
-  http_free(&h);
-  h = http(addr, "POST", "/-/reload", 100000);
+  itest_http_free(&h);
+  h = itest_http(addr, "POST", "/-/reload", 100000);
   IT_CHECK_INT(h.status, 413);
-  http_free(&h);
+  itest_http_free(&h);
 
   /* Two gateways, one with characters that need escaping in a label value. */
   const char *gw1 = "gw-admin", *gw2 = "gw\"quote\\slash";
@@ -302,7 +235,7 @@ int main(void) {
   send_batch(c1, 2, a, N1, 1, 0); /* the same events again: all duplicates */
   send_batch(c2, 1, b, N2, 0, 2);
 
-  http_t mh = http(addr, "GET", "/metrics", 0);
+  itest_http_t mh = itest_http(addr, "GET", "/metrics", 0);
   IT_CHECK_INT(mh.status, 200);
   IT_CHECKF(strstr(mh.headers, "Content-Type: text/plain; version=0.0.4") != NULL,
             "content type: %s", mh.headers);
@@ -363,7 +296,7 @@ int main(void) {
   double start = metric(t, "intake_process_start_time_seconds");
   IT_CHECKF(start > (double)now / 1000 - 120 && start <= (double)now / 1000 + 1,
             "start time %f, now %lld", start, (long long)now);
-  http_free(&mh);
+  itest_http_free(&mh);
   intake_client_close(c1);
   intake_client_close(c2);
   for (int i = 0; i < N1; i++)

@@ -124,9 +124,8 @@ static void lifecycle(void) {
                      "kafka: {mode: brokers, brokers: \"${BROKERS}\", delivery_timeout: 20s}\n"
                      "routes: {default_topic: ${P}.life, dead_letter_topic: ${P}.dlq}\n"
                      "dedup: {memory: 16MiB, sequence_memory: 4MiB}\n");
-  char host[64];
-  uint16_t aport;
-  itest_admin_address(&d, host, sizeof host, &aport);
+  char admin[64];
+  itest_admin_address(&d, admin, sizeof admin);
 
   /* Keepalive: the kernel runs its keepalive timer on the daemon's socket. */
   intake_client_t *k = itest_connect(&d, "gw-keepalive", NULL);
@@ -175,7 +174,7 @@ static void lifecycle(void) {
   intake_client_close(h);
   events_free(ev, 50);
 
-  double timeouts = itest_metric(host, aport, "intake_connection_timeouts_total");
+  double timeouts = itest_metric(admin, "intake_connection_timeouts_total");
   IT_CHECKF(timeouts >= 1, "intake_connection_timeouts_total %g", timeouts);
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);
   check_exactly_once(topic, 8 + 50);
@@ -199,7 +198,7 @@ static Intake__V1__Event **invalid_events(size_t n) {
   return ev;
 }
 
-static void slow_reader(itest_daemon_t *d, const char *host, uint16_t aport) {
+static void slow_reader(itest_daemon_t *d, const char *admin) {
   intake_client_t *s = itest_connect(d, "gw-slow", NULL);
   Intake__V1__Event **ev = invalid_events(SLOW_EVENTS);
   long rss0 = rss_kib(d->pid);
@@ -215,7 +214,7 @@ static void slow_reader(itest_daemon_t *d, const char *host, uint16_t aport) {
     } else {
       itest_sleep_ms(100);
     }
-    pauses = itest_metric(host, aport, "intake_slow_reader_pauses_total");
+    pauses = itest_metric(admin, "intake_slow_reader_pauses_total");
   }
   IT_CHECKF(pauses >= 1, "intake_slow_reader_pauses_total %g after %llu batches of unread acks",
             pauses, (unsigned long long)sent);
@@ -268,7 +267,7 @@ static const char *daemon2_yaml =
     "routes: {default_topic: ${P}.admit, dead_letter_topic: ${P}.dlq}\n"
     "dedup: {memory: 16MiB, sequence_memory: 4MiB}\n";
 
-static void rate_limit(itest_daemon_t *d, const char *host, uint16_t aport) {
+static void rate_limit(itest_daemon_t *d, const char *admin) {
   /* Switch the limit on by a reload: the file keeps the daemon's port. */
   char extra[128];
   snprintf(extra, sizeof extra, ", rate_limit: %d, rate_burst: %d", RATE, BURST);
@@ -341,10 +340,10 @@ static void rate_limit(itest_daemon_t *d, const char *host, uint16_t aport) {
             LIMITED_BATCHES * LIMITED_BATCH * 1000.0 / (double)(ms ? ms : 1), throttled);
   IT_CHECKF(throttled > 0, "gw-limited was never slowed down");
   IT_CHECKF(other_checked, "no RETRY, so the other gateway was not tried while limited");
-  IT_CHECK_INT(itest_metric(host, aport, "intake_batches_throttled_total"), throttled);
-  IT_CHECK_INT(itest_metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-limited\"}"),
+  IT_CHECK_INT(itest_metric(admin, "intake_batches_throttled_total"), throttled);
+  IT_CHECK_INT(itest_metric(admin, "intake_gateway_batches_throttled_total{gateway=\"gw-limited\"}"),
                throttled);
-  IT_CHECK_INT(itest_metric(host, aport, "intake_gateway_batches_throttled_total{gateway=\"gw-unlimited\"}"),
+  IT_CHECK_INT(itest_metric(admin, "intake_gateway_batches_throttled_total{gateway=\"gw-unlimited\"}"),
                0);
   events_free(ev, LIMITED_BATCHES * LIMITED_BATCH);
   intake_client_close(c);
@@ -362,11 +361,10 @@ int main(void) {
   snprintf(yaml, sizeof yaml, daemon2_yaml, "");
   itest_daemon_t d;
   itest_daemon_start(&d, "admit", yaml);
-  char host[64];
-  uint16_t aport;
-  itest_admin_address(&d, host, sizeof host, &aport);
-  slow_reader(&d, host, aport);
-  rate_limit(&d, host, aport);
+  char admin[64];
+  itest_admin_address(&d, admin, sizeof admin);
+  slow_reader(&d, admin);
+  rate_limit(&d, admin);
   IT_CHECK_INT(itest_daemon_stop(&d, 30000), 0);
   check_exactly_once(topics[1], 1 + 10 + LIMITED_BATCHES * LIMITED_BATCH + LIMITED_BATCH);
   itest_finish();

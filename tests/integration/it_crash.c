@@ -201,10 +201,9 @@ static void corrupt_and_restart(itest_daemon_t *d, const char *name, const char 
   free(line);
   IT_CHECK_INT(stats_field(d, "dedup_snapshot_load_errors"), 1);
   IT_CHECK_INT(stats_field(d, "dedup_snapshot_loaded"), 0);
-  char host[64];
-  uint16_t aport;
-  itest_admin_address(d, host, sizeof host, &aport);
-  IT_CHECK_INT(itest_metric(host, aport, "intake_dedup_snapshot_load_errors_total"), 1);
+  char admin[64];
+  itest_admin_address(d, admin, sizeof admin);
+  IT_CHECK_INT(itest_metric(admin, "intake_dedup_snapshot_load_errors_total"), 1);
   char moved[640];
   snprintf(moved, sizeof moved, "%s.corrupt", snap_path);
   IT_CHECKF(stat(moved, &st) == 0, "the bad snapshot was not moved to %s", moved);
@@ -291,17 +290,16 @@ int main(void) {
   IT_CHECKF(loaded >= (uint64_t)covered * EVENTS, "loaded %llu keys, %d batches were covered",
             (unsigned long long)loaded, covered);
   /* The same figures in /metrics, and the periodic snapshots resume. */
-  char host[64];
-  uint16_t aport;
-  itest_admin_address(&d2, host, sizeof host, &aport);
-  IT_CHECK_INT(itest_metric(host, aport, "intake_dedup_snapshot_loaded_keys"), loaded);
-  IT_CHECK_INT(itest_metric(host, aport, "intake_dedup_snapshot_load_errors_total"), 0);
-  for (int i = 0; i < 50 && itest_metric(host, aport,
+  char admin[64];
+  itest_admin_address(&d2, admin, sizeof admin);
+  IT_CHECK_INT(itest_metric(admin, "intake_dedup_snapshot_loaded_keys"), loaded);
+  IT_CHECK_INT(itest_metric(admin, "intake_dedup_snapshot_load_errors_total"), 0);
+  for (int i = 0; i < 50 && itest_metric(admin,
                                          "intake_dedup_snapshots_total{result=\"written\"}") < 1;
        i++)
     itest_sleep_ms(100);
-  IT_CHECK(itest_metric(host, aport, "intake_dedup_snapshots_total{result=\"written\"}") >= 1);
-  IT_CHECK(itest_metric(host, aport, "intake_dedup_snapshot_last_created_seconds") > 1.7e9);
+  IT_CHECK(itest_metric(admin, "intake_dedup_snapshots_total{result=\"written\"}") >= 1);
+  IT_CHECK(itest_metric(admin, "intake_dedup_snapshot_last_created_seconds") > 1.7e9);
   c = itest_connect(&d2, "gw-crash", NULL);
   tally_t r = {0};
   seq = 1; /* a new connection: the gateway starts its numbering again */

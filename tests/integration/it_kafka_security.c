@@ -63,45 +63,11 @@ static void state_file(const char *name, char *out, size_t len) {
 
 /* The status of GET /readyz at `address` ("127.0.0.1:PORT"); its body in body[0..len). */
 static int readyz(const char *address, char *body, size_t len) {
-  char host[64];
-  snprintf(host, sizeof host, "%s", address);
-  char *colon = strrchr(host, ':');
-  IT_CHECK(colon != NULL);
-  *colon = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  IT_CHECK(inet_pton(AF_INET, host, &sa.sin_addr) == 1);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  IT_CHECK(fd >= 0);
-  IT_CHECKF(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s", address);
-  static const char req[] = "GET /readyz HTTP/1.0\r\n\r\n";
-  IT_CHECK(write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
-  char buf[4096];
-  size_t n = 0;
-  int64_t deadline = itest_mono_ms() + 5000;
-  for (;;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    IT_CHECKF(itest_mono_ms() < deadline, "GET %s/readyz: no complete answer in 5 s", address);
-    if (poll(&p, 1, 500) <= 0)
-      continue;
-    ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
-    if (r <= 0)
-      break;
-    n += (size_t)r;
-  }
-  close(fd);
-  buf[n] = '\0';
-  int status = 0;
-  IT_CHECKF(sscanf(buf, "HTTP/1.%*d %d", &status) == 1, "bad answer: %.200s", buf);
-  const char *b = strstr(buf, "\r\n\r\n");
-  snprintf(body, len, "%s", b ? b + 4 : "");
+  itest_http_t h = itest_http(address, "GET", "/readyz", 0);
+  snprintf(body, len, "%s", h.body);
+  int status = h.status;
+  itest_http_free(&h);
   return status;
-}
-
-static void admin_address(case_t *k) {
-  char *line = itest_daemon_wait_log(&k->d, "admin listening", 10000);
-  IT_CHECKF(line != NULL, "%s: no \"admin listening\" line", k->name);
-  IT_CHECK(itest_logfmt_str(line, "address", k->admin, sizeof k->admin));
-  free(line);
 }
 
 /* ---- the cases ------------------------------------------------------------------------------ */
@@ -120,7 +86,7 @@ static void start(case_t *k) {
            "routes: {default_topic: %s, dead_letter_topic: ${P}.dlq}\n",
            k->brokers, k->expect == EXPECT_OK ? "20s" : FAIL_TIMEOUT, k->props, k->topic);
   itest_daemon_start(&k->d, k->name, cfg);
-  admin_address(k);
+  itest_admin_address(&k->d, k->admin, sizeof k->admin);
   char gw[64];
   snprintf(gw, sizeof gw, "gw-%s", k->name);
   k->c = itest_connect(&k->d, gw, NULL);

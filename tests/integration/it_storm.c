@@ -606,61 +606,21 @@ static void check_fd_limit_log(const itest_daemon_t *d, bool raised) {
   free(log);
 }
 
-static char *admin_address(const itest_daemon_t *d, char *out, size_t len) {
-  char *line = itest_daemon_wait_log(d, "admin listening", 10000);
-  IT_CHECKF(line != NULL, "intaked %s: no \"admin listening\" line", d->name);
-  IT_CHECK(itest_logfmt_str(line, "address", out, len));
-  free(line);
-  return out;
-}
-
-/* GET /metrics over HTTP/1.0 (the server closes at the end). Returns the body, malloc'd. */
+/* GET /metrics; the body, malloc'd. */
 static char *get_metrics(const char *address) {
-  char host[64];
-  snprintf(host, sizeof host, "%s", address);
-  char *colon = strrchr(host, ':');
-  IT_CHECK(colon != NULL);
-  *colon = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  IT_CHECK(inet_pton(AF_INET, host, &sa.sin_addr) == 1);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  IT_CHECK(fd >= 0);
-  IT_CHECKF(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s", address,
-            strerror(errno));
-  char req[256];
-  int n = snprintf(req, sizeof req, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", address);
-  IT_CHECK(write(fd, req, (size_t)n) == n);
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  IT_CHECK(buf != NULL);
-  int64_t deadline = itest_mono_ms() + 10000;
-  for (;;) {
-    IT_CHECKF(itest_mono_ms() < deadline, "GET /metrics: no whole response in 10 s");
-    struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 500) <= 0)
-      continue;
-    if (len + 4096 > cap) {
-      buf = realloc(buf, cap *= 2);
-      IT_CHECK(buf != NULL);
-    }
-    ssize_t r = read(fd, buf + len, cap - len - 1);
-    if (r <= 0)
-      break;
-    len += (size_t)r;
-  }
-  close(fd);
-  buf[len] = '\0';
-  IT_CHECKF(!strncmp(buf, "HTTP/1.", 7) && strstr(buf, " 200 "), "GET /metrics: %.200s", buf);
-  return buf;
+  itest_http_t h = itest_http(address, "GET", "/metrics", 0);
+  IT_CHECKF(h.status == 200, "GET /metrics: status %d", h.status);
+  char *body = h.body;
+  h.body = NULL;
+  itest_http_free(&h);
+  return body;
 }
 
 /* The value of the unlabelled sample `name`. */
 static uint64_t metric(const char *text, const char *name) {
-  size_t n = strlen(name);
-  for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-    if (!strncmp(p, name, n) && p[n] == ' ')
-      return strtoull(p + n + 1, NULL, 10);
-  IT_FAIL("no sample %s in /metrics", name);
+  double v = itest_metric_in(text, name);
+  IT_CHECKF(v >= 0, "no sample %s in /metrics", name);
+  return (uint64_t)v;
 }
 
 /* /metrics while every gateway is connected to `d`: nobody refused, no protocol error, the
@@ -896,7 +856,7 @@ int main(void) {
   set_nofile(ours);
   check_fd_limit_log(&d1, hard > DAEMON_NOFILE);
   char admin1[64], admin2[64];
-  admin_address(&d1, admin1, sizeof admin1);
+  itest_admin_address(&d1, admin1, sizeof admin1);
   S.addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(d1.port)};
   S.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   S.daemon = 1;
@@ -1041,7 +1001,7 @@ int main(void) {
             (unsigned long long)(listen_overflows() - ovf0),
             (unsigned long long)(S.retransmits - retx0), (long long)(itest_mono_ms() - t_rest));
   check_fd_limit_log(&d2, false);
-  admin_address(&d2, admin2, sizeof admin2);
+  itest_admin_address(&d2, admin2, sizeof admin2);
   check_metrics(&d2, admin2, S.d[2].connects, 0);
 
   /* The gateways leave; intaked stops cleanly. */

@@ -149,12 +149,30 @@ void itest_expect_error_and_close(intake_client_t *c, int code, int timeout_ms);
 
 /* --- Admin (the daemon's config needs an `admin:` section, e.g. port 0) --------------------- */
 
-/* The daemon's admin address, from its "admin listening" log line (waits up to 10 s). */
-void itest_admin_address(const itest_daemon_t *d, char *host, size_t len, uint16_t *port);
+/* A response of a minimal HTTP/1.0 client. */
+typedef struct {
+  int status;
+  char *headers;               /* the header block, names as sent */
+  char *body;
+  size_t body_len;
+} itest_http_t;
 
-/* GETs /metrics and returns the value of the sample `series` (exact name and labels, e.g.
- * "intake_batches_throttled_total" or "intake_x_total{gateway=\"gw-1\"}"), or -1 when absent. */
-double itest_metric(const char *host, uint16_t port, const char *series);
+/* `address` is "127.0.0.1:PORT". Sends `method path` with a body of `body_len` bytes of 'x' (0:
+ * none), reads the whole response (the server closes after HTTP/1.0); fails the test when none
+ * comes within 10 s. Free with itest_http_free(). */
+itest_http_t itest_http(const char *address, const char *method, const char *path, size_t body_len);
+void itest_http_free(itest_http_t *h);
+
+/* The daemon's admin address ("127.0.0.1:PORT") from its "admin listening" log line (waits up
+ * to 10 s). */
+void itest_admin_address(const itest_daemon_t *d, char *out, size_t len);
+
+/* The value of the sample `series` (exact name and labels, e.g. "intake_x_total" or
+ * "intake_x_total{gateway=\"gw-1\"}") in a /metrics text, or -1 when absent. */
+double itest_metric_in(const char *text, const char *series);
+
+/* GETs /metrics from `address` and returns itest_metric_in() of it. */
+double itest_metric(const char *address, const char *series);
 
 /* --- Log lines (logfmt) -------------------------------------------------------------------- */
 
