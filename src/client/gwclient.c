@@ -58,6 +58,20 @@ static int remaining(int64_t deadline) {
   return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
+/* Waits until `fd` has something to read. Returns 0, -ETIMEDOUT at `deadline`, or -errno. */
+static int wait_readable(int fd, int64_t deadline) {
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, remaining(deadline));
+    if (r > 0)
+      return 0;
+    if (r == 0)
+      return -ETIMEDOUT;
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
 /* Non-blocking connect to one address, then back to blocking. Returns fd or -errno. */
 static int connect_one(const struct addrinfo *ai, int64_t deadline) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -268,14 +282,9 @@ static int tls_fill(intake_client_t *c, int64_t deadline) {
     void *p = intake_tls_feed_space(c->tls, &room);
     if (room == 0)
       return 1; /* the session still holds unread ciphertext: let it work first */
-    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-    int r = poll(&pf, 1, remaining(deadline));
-    if (r < 0 && errno == EINTR)
-      continue;
+    int r = wait_readable(c->fd, deadline);
     if (r < 0)
-      return -errno;
-    if (r == 0)
-      return -ETIMEDOUT;
+      return r;
     ssize_t n = recv(c->fd, p, room, 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
       continue;
@@ -562,14 +571,9 @@ static int fill(intake_client_t *c, int64_t deadline) {
       return err;
   }
   for (;;) {
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int r = poll(&p, 1, remaining(deadline));
-    if (r < 0 && errno == EINTR)
-      continue;
+    int r = wait_readable(c->fd, deadline);
     if (r < 0)
-      return -errno;
-    if (r == 0)
-      return -ETIMEDOUT;
+      return r;
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
       continue;
