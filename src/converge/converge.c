@@ -8,6 +8,10 @@
 #include <xxhash.h>
 
 enum { S_FREE = 0, S_ACTIVE, S_CLEARED, S_FLAPPING };
+_Static_assert((int)S_ACTIVE == (int)INTAKE_CONVERGE_EP_ACTIVE &&
+                   (int)S_CLEARED == (int)INTAKE_CONVERGE_EP_CLEARED &&
+                   (int)S_FLAPPING == (int)INTAKE_CONVERGE_EP_FLAPPING,
+               "exported states are the slot states");
 
 /* One episode; followed in the pool by the bytes of its latest event. 80 bytes. */
 typedef struct {
@@ -417,4 +421,86 @@ void intake_converge_flush(intake_converge_t *c, intake_summary_reason_t reason)
     if (s->state != S_FREE)
       close_slot(c, s, reason);
   }
+}
+
+/* ---- snapshots ------------------------------------------------------------------------------ */
+
+/* Bumped whenever key_hash() changes how it hashes, so that saved hashes are not matched. */
+#define KEY_SCHEME 1u
+
+uint64_t intake_converge_key_id(const intake_converge_t *c) {
+  XXH64_state_t st;
+  XXH64_reset(&st, 0);
+  uint8_t head[4] = {KEY_SCHEME, c->conf.key_source, c->conf.key_type,
+                     (uint8_t)c->conf.n_key_attrs};
+  XXH64_update(&st, head, sizeof head);
+  for (size_t i = 0; i < c->conf.n_key_attrs; i++) /* name and its NUL: ("ab","c") != ("a","bc") */
+    XXH64_update(&st, c->conf.key_attrs[i], strlen(c->conf.key_attrs[i]) + 1);
+  return XXH64_digest(&st);
+}
+
+int intake_converge_foreach(const intake_converge_t *c,
+                            int (*fn)(void *ctx, const intake_converge_episode_t *e), void *ctx) {
+  for (uint32_t id = c->old_head; id;) {
+    slot_t *s = slot_at(c, id - 1);
+    intake_converge_episode_t e = {
+        .hash = s->hash,
+        .fp = s->fp,
+        .first_ms = s->first_ms,
+        .last_ms = s->last_ms,
+        .expires_ms = s->expires_ms,
+        .next_summary_ms = s->next_summary_ms,
+        .flap_start_ms = s->flap_start_ms,
+        .repeats = s->repeats,
+        .flap_toggles = s->flap_toggles,
+        .state = s->state,
+        .last_clear = s->last_clear,
+        .last_len = s->last_len,
+        .last = slot_bytes(s),
+    };
+    int rc = fn(ctx, &e);
+    if (rc)
+      return rc;
+    id = s->next;
+  }
+  return 0;
+}
+
+int intake_converge_import(intake_converge_t *c, const intake_converge_episode_t *e) {
+  if (e->state < S_ACTIVE || e->state > S_FLAPPING || !(e->hash >> 63) ||
+      e->last_len > c->conf.max_event_bytes || (e->last_len && !e->last))
+    return 0;
+  if (c->index[find_pos(c, e->hash)])
+    return 0;
+  if (!c->free_head) { /* full: the oldest goes, as for a new episode */
+    c->n->evicted++;
+    close_slot(c, slot_at(c, c->old_head - 1), INTAKE_SUMMARY_EVICTED);
+  }
+  uint32_t id = c->free_head;
+  slot_t *s = slot_at(c, id - 1);
+  c->free_head = s->next;
+  memset(s, 0, sizeof *s);
+  s->hash = e->hash;
+  s->fp = e->fp;
+  s->first_ms = e->first_ms;
+  s->last_ms = e->last_ms;
+  s->expires_ms = e->expires_ms;
+  s->next_summary_ms = e->next_summary_ms;
+  s->flap_start_ms = e->flap_start_ms;
+  s->repeats = e->repeats;
+  s->flap_toggles = e->flap_toggles;
+  s->state = e->state;
+  s->last_clear = e->last_clear ? 1 : 0;
+  s->last_len = e->last_len;
+  if (e->last_len)
+    memcpy(slot_bytes(s), e->last, e->last_len);
+  s->prev = c->old_tail;
+  if (c->old_tail)
+    slot_at(c, c->old_tail - 1)->next = id;
+  else
+    c->old_head = id;
+  c->old_tail = id;
+  c->index[find_pos(c, e->hash)] = id; /* recomputed: an eviction may have shifted entries */
+  c->n->episodes++;
+  return 1;
 }

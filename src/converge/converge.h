@@ -121,4 +121,45 @@ size_t intake_converge_tick(intake_converge_t *c, int64_t now_ms, size_t max_slo
 /* Closes every open episode with a summary of `reason` (e.g. before dropping the table). */
 void intake_converge_flush(intake_converge_t *c, intake_summary_reason_t reason);
 
+/* ---- snapshots (converge/snapshot.h) ---------------------------------------------------- */
+
+/* States of an exported episode. */
+enum {
+  INTAKE_CONVERGE_EP_ACTIVE = 1,   /* open: a summary is due when it ends */
+  INTAKE_CONVERGE_EP_CLEARED = 2,  /* closed by a clear, remembered for flap counting */
+  INTAKE_CONVERGE_EP_FLAPPING = 3, /* open and flapping */
+};
+
+/* One held episode, as a snapshot stores it. Times are on the clock the table is given. */
+typedef struct {
+  uint64_t hash;               /* key hash (bit 63 set) */
+  uint64_t fp;                 /* fingerprint of the event that opened the episode */
+  int64_t first_ms, last_ms;
+  int64_t expires_ms;          /* closed (EXPIRED) or forgotten (CLEARED) at this time */
+  int64_t next_summary_ms;     /* next periodic summary */
+  int64_t flap_start_ms;       /* start of the current flap window */
+  uint32_t repeats;            /* suppressed so far */
+  uint16_t flap_toggles;
+  uint8_t state;               /* INTAKE_CONVERGE_EP_* */
+  uint8_t last_clear;          /* the latest event was a clear */
+  uint32_t last_len;           /* bytes at `last`: the latest event (an intake.v1.Event) */
+  const uint8_t *last;         /* export: valid during the callback; import: read, not kept */
+} intake_converge_episode_t;
+
+/* Identifies how `c` computes its keys (key fields, attribute names in order, hash scheme):
+ * episodes saved by a table with another value would never match an event of this one. */
+uint64_t intake_converge_key_id(const intake_converge_t *c);
+
+/* Calls fn(ctx, e) for every held episode, oldest first (the order eviction follows), with no
+ * state change; stops at the first non-zero return and returns it, else 0. */
+int intake_converge_foreach(const intake_converge_t *c,
+                            int (*fn)(void *ctx, const intake_converge_episode_t *e), void *ctx);
+
+/* Adds a saved episode (a fresh table, fed oldest first, gets the saved age order back). Its
+ * times are taken as they are, even when already past: the next check() or tick() closes such
+ * an episode (EXPIRED) like any other. When the table is full the oldest episode is closed
+ * early (EVICTED), as for a new one. Not counted as opened. Returns 1 when stored, 0 when
+ * refused: an invalid record (state, hash), bytes over max_event_bytes, or a key already held. */
+int intake_converge_import(intake_converge_t *c, const intake_converge_episode_t *e);
+
 #endif
