@@ -18,6 +18,7 @@
 #include "converge/converge.h"
 #include "decode/validate.h"
 #include "dedup/dedup.h"
+#include "pipeline/converge_persist.h"
 #include "pipeline/persist.h"
 
 typedef struct intake_pipeline intake_pipeline_t;
@@ -181,6 +182,11 @@ void intake_pipeline_dedup_stats(const intake_pipeline_t *p, intake_dedup_stats_
 
 /* The dedup snapshot counters (pipeline/persist.h); all zero when dedup.snapshot_path is unset. */
 void intake_pipeline_snapshot_stats(const intake_pipeline_t *p, intake_snapshot_stats_t *out);
+
+/* The convergence snapshot counters (pipeline/converge_persist.h); all zero when
+ * dedup.snapshot_path is unset. */
+void intake_pipeline_converge_snapshot_stats(const intake_pipeline_t *p,
+                                             intake_converge_snapshot_stats_t *out);
 
 /* Logs the counters (msg="stats") at info level. */
 void intake_pipeline_log_stats(const intake_pipeline_t *p);
