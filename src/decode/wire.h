@@ -21,6 +21,21 @@ static inline int wire_varint(wire_cursor_t *c, uint64_t *v) {
     return 0;
   }
   uint64_t x = 0;
+  if (c->end - c->p >= 10) {
+    /* Room for the longest varint: no end check per byte (time_ms takes 6 bytes; the checked
+     * loop below cost ~120 instructions per event in intake-hotpath). */
+    const uint8_t *p = c->p;
+    for (unsigned i = 0; i < 10; i++) {
+      uint8_t b = p[i];
+      x |= (uint64_t)(b & 0x7f) << (7 * i);
+      if (!(b & 0x80)) {
+        c->p = p + i + 1;
+        *v = x;
+        return 0;
+      }
+    }
+    return -1;
+  }
   for (unsigned shift = 0; shift < 70; shift += 7) {
     if (c->p >= c->end)
       return -1;

@@ -81,8 +81,24 @@ struct intake_job {
   intake_rejection_t *rejections;
   size_t n_rejections, cap_rejections;
   uint8_t *outcomes;          /* n_events */
+  uint8_t pool_class;         /* room for 1 << pool_class events (job_alloc) */
   pend_t pends[];             /* n_events */
 };
+
+/* Job blocks are kept for reuse, by capacity class (powers of two from JOB_POOL_MIN events),
+ * instead of a malloc and a free per batch: a block for 200 events is ~15 KB, a size glibc
+ * serves by consolidating its fastbins first, and in intaked those are full of the records
+ * librdkafka has just freed (malloc_consolidate was ~5% of intaked's CPU flat out,
+ * bench/ANALYSIS.md). The cache holds at most JOB_POOL_MAX_BYTES; blocks beyond go back to
+ * malloc. */
+#define JOB_POOL_MIN_CLASS 6                 /* 64 events */
+#define JOB_POOL_CLASSES 32
+#if defined(__SANITIZE_ADDRESS__)
+#define JOB_POOL_MAX_BYTES 0u /* no reuse: ASan then still finds a job used after its end */
+#else
+#define JOB_POOL_MAX_BYTES (8u << 20)
+#endif
+
 
 struct intake_pipeline {
   uv_loop_t *loop;
@@ -103,6 +119,8 @@ struct intake_pipeline {
   size_t json_cap;                  /* 6 * validate.max_event_bytes + 512 (json.h's bound) */
   uint8_t *parsed;                  /* scratch: 1 = events[i] parsed and valid */
   intake_job_t *ready;              /* jobs completed, to report from the idle callback */
+  intake_job_t *job_pool[JOB_POOL_CLASSES]; /* free blocks by class, linked by next_ready */
+  size_t job_pool_bytes;            /* held in job_pool, <= JOB_POOL_MAX_BYTES */
   uv_idle_t idle;
   uv_timer_t sweep_timer;
   uint64_t jobs;
@@ -198,6 +216,48 @@ static intake_gateway_stats_t *gateway_stats(intake_pipeline_t *p, const char *i
   return g;
 }
 
+static size_t job_bytes(unsigned cls) {
+  return sizeof(intake_job_t) + ((size_t)1 << cls) * (sizeof(pend_t) + 1);
+}
+
+/* A block with room for n events (n <= gateway.max_batch_events, so the class is bounded by
+ * the config), uninitialized; NULL when out of memory. */
+static intake_job_t *job_alloc(intake_pipeline_t *p, uint32_t n) {
+  unsigned cls = JOB_POOL_MIN_CLASS;
+  while (((size_t)1 << cls) < n)
+    cls++;
+  intake_job_t *job = p->job_pool[cls];
+  if (job) {
+    p->job_pool[cls] = job->next_ready;
+    p->job_pool_bytes -= job_bytes(cls);
+  } else if (!(job = malloc(job_bytes(cls)))) {
+    return NULL;
+  }
+  job->pool_class = (uint8_t)cls;
+  return job;
+}
+
+static void job_free(intake_pipeline_t *p, intake_job_t *job) {
+  unsigned cls = job->pool_class;
+  if (p->job_pool_bytes + job_bytes(cls) > JOB_POOL_MAX_BYTES) {
+    free(job);
+    return;
+  }
+  job->next_ready = p->job_pool[cls];
+  p->job_pool[cls] = job;
+  p->job_pool_bytes += job_bytes(cls);
+}
+
+static void job_pool_free(intake_pipeline_t *p) {
+  for (unsigned c = 0; c < JOB_POOL_CLASSES; c++)
+    for (intake_job_t *j = p->job_pool[c], *next; j; j = next) {
+      next = j->next_ready;
+      free(j);
+    }
+  memset(p->job_pool, 0, sizeof p->job_pool);
+  p->job_pool_bytes = 0;
+}
+
 static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
   p->jobs--;
   if (job->owner) {
@@ -227,7 +287,7 @@ static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
   else
     p->c.batches_ok++;
   free(job->rejections);
-  free(job);
+  job_free(p, job);
 }
 
 static void on_idle(uv_idle_t *h) {
@@ -371,20 +431,24 @@ static void on_delivery(void *ctx, void *opaque, void *topic_user, int err) {
   maybe_resume(p);
 }
 
-/* 32 hex digits of the 128-bit key, a byte at a time from a table (a digit at a time cost
- * ~200 instructions per event, more than the rest of record construction). */
+/* 8 lowercase hex digits of v, most significant first, as the bytes of a little-endian word:
+ * the nibbles are spread one per byte and turned into digits all at once (a table lookup per
+ * byte cost ~110 instructions per event, this ~40, in intake-hotpath). */
+static inline uint64_t hex32(uint32_t v) {
+  uint64_t x = v;
+  x = (x | x << 16) & 0x0000ffff0000ffffull;
+  x = (x | x << 8) & 0x00ff00ff00ff00ffull;
+  x = (x | x << 4) & 0x0f0f0f0f0f0f0f0full; /* nibble i in byte i */
+  x = __builtin_bswap64(x);                  /* most significant nibble first in memory */
+  uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull; /* >= 10 */
+  return x + 0x3030303030303030ull + letters * ('a' - '0' - 10);
+}
+
+/* 32 hex digits of the 128-bit key. */
 static void hex128(char out[33], uint64_t hi, uint64_t lo) {
-  static const char digits[] = "0123456789abcdef";
-  static char pairs[256][2];
-  if (!pairs[1][1])
-    for (int b = 0; b < 256; b++) {
-      pairs[b][0] = digits[b >> 4];
-      pairs[b][1] = digits[b & 15];
-    }
-  for (int i = 0; i < 8; i++) {
-    memcpy(out + 2 * i, pairs[(hi >> (56 - 8 * i)) & 0xff], 2);
-    memcpy(out + 16 + 2 * i, pairs[(lo >> (56 - 8 * i)) & 0xff], 2);
-  }
+  uint64_t w[4] = {hex32((uint32_t)(hi >> 32)), hex32((uint32_t)hi), hex32((uint32_t)(lo >> 32)),
+                   hex32((uint32_t)lo)};
+  memcpy(out, w, 32);
   out[32] = '\0';
 }
 
@@ -549,19 +613,22 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   const intake_config_t *cfg = p->cfg;
   int too_many = b.n_events > cfg->max_batch_events;
   uint32_t n = too_many ? 0 : b.n_events;
-  /* Not calloc: zeroing ~80 bytes per event showed in the profile; pass 1 sets every pend. */
-  intake_job_t *job = malloc(sizeof *job + n * sizeof(pend_t) + n);
+  /* Not zeroed beyond the header: zeroing ~80 bytes per event showed in the profile; pass 1
+   * sets every pend. */
+  intake_job_t *job = job_alloc(p, n);
   if (!job) {
     *detail = "out of memory";
     return -ENOMEM;
   }
+  uint8_t cls = job->pool_class;
   memset(job, 0, sizeof *job);
+  job->pool_class = cls;
   job->pipeline = p;
   job->owner = owner;
   job->received_ms = uv_now(p->loop);
   job->gw = gateway_stats(p, gateway_id);
   if (!job->gw) {
-    free(job);
+    job_free(p, job);
     *detail = "out of memory";
     return -ENOMEM;
   }
@@ -1244,6 +1311,7 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
     j->owner = NULL;
     job_finish(p, j);
   }
+  job_pool_free(p);
   routing_t r;
   routing_uninstall(p, &r);
   routing_free(&r);
