@@ -286,6 +286,20 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
          "1 when the snapshot found at start was unusable (reported, moved aside, ignored).",
          snap.load_errors);
 
+  /* "<dedup.snapshot_path>.converge": the open convergence episodes across a restart. */
+  intake_converge_snapshot_stats_t cs;
+  intake_pipeline_converge_snapshot_stats(p, &cs);
+  metric(w, "intake_converge_snapshot_loaded_episodes", "gauge",
+         "Convergence episodes loaded from the snapshot at start.", cs.loaded_episodes);
+  metric(w, "intake_converge_snapshot_skipped_episodes", "gauge",
+         "Episodes in the snapshot found at start that were not loaded (rule gone or its key "
+         "changed, or refused by the table).",
+         cs.skipped_episodes);
+  metric(w, "intake_converge_snapshot_load_errors_total", "counter",
+         "1 when the convergence snapshot found at start was unusable (reported, moved aside, "
+         "ignored).",
+         cs.load_errors);
+
   metric(w, "intake_kafka_queue_depth", "gauge", "Records queued in librdkafka, not yet reported.",
          intake_pipeline_kafka_queue_depth(p));
   metric(w, "intake_kafka_ready", "gauge", "1 while a Kafka broker is reachable.",

@@ -109,6 +109,7 @@ struct intake_pipeline {
   intake_decoder_t *decoder;
   intake_dedup_t *dedup;
   intake_persist_t *persist;        /* dedup snapshots; NULL when dedup.snapshot_path is unset */
+  intake_converge_snapshot_stats_t conv_snap; /* "<dedup.snapshot_path>.converge" */
   intake_router_t *router;
   intake_sink_t *sink;
   intake_sink_topic_t **topics;     /* by router topic index */
@@ -777,6 +778,11 @@ void intake_pipeline_snapshot_stats(const intake_pipeline_t *p, intake_snapshot_
   intake_persist_stats(p->persist, out);
 }
 
+void intake_pipeline_converge_snapshot_stats(const intake_pipeline_t *p,
+                                             intake_converge_snapshot_stats_t *out) {
+  *out = p->conv_snap;
+}
+
 void intake_pipeline_log_stats(const intake_pipeline_t *p) {
   const intake_counters_t *c = &p->c;
   intake_dedup_stats_t ds;
@@ -790,7 +796,8 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            "dead_letter_failed=%llu kafka_queue=%llu dedup_entries=%llu dedup_sources=%llu "
            "dedup_bytes=%llu dedup_evictions=%llu dedup_snapshots=%llu dedup_snapshot_failed=%llu "
            "dedup_snapshot_ms=%llu dedup_snapshot_keys=%llu dedup_snapshot_loaded=%llu "
-           "dedup_snapshot_load_errors=%llu",
+           "dedup_snapshot_load_errors=%llu converge_snapshot_loaded=%llu "
+           "converge_snapshot_skipped=%llu converge_snapshot_load_errors=%llu",
            (unsigned long long)c->received, (unsigned long long)c->delivered,
            (unsigned long long)c->duplicate, (unsigned long long)c->rejected,
            (unsigned long long)c->failed, (unsigned long long)c->in_flight,
@@ -803,7 +810,9 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            (unsigned long long)ds.evictions, (unsigned long long)ss.written,
            (unsigned long long)ss.failed, (unsigned long long)ss.last_ms,
            (unsigned long long)ss.last_keys, (unsigned long long)ss.loaded_keys,
-           (unsigned long long)ss.load_errors);
+           (unsigned long long)ss.load_errors, (unsigned long long)p->conv_snap.loaded_episodes,
+           (unsigned long long)p->conv_snap.skipped_episodes,
+           (unsigned long long)p->conv_snap.load_errors);
   for (size_t i = 0; i < p->n_conv_stats; i++) {
     const intake_converge_stats_t *cs = &p->conv_stats[i];
     LOG_INFO("converge stats",
@@ -994,6 +1003,31 @@ static void conv_route_free(conv_route_t *cr) {
     return;
   intake_converge_destroy(cr->c);
   free(cr);
+}
+
+/* Loads (save = 0) or writes the convergence snapshot, "<dedup.snapshot_path>.converge"
+ * (pipeline/converge_persist.h), for the installed routing's converged rules, by name. */
+static void conv_snapshot(intake_pipeline_t *p, int save) {
+  char path[4096];
+  if (!p->cfg->dedup_snapshot_path)
+    return;
+  intake_converge_target_t *t = calloc(p->n_rules + 1, sizeof *t);
+  if (!t || intake_converge_persist_path(p->cfg->dedup_snapshot_path, path, sizeof path) < 0) {
+    p->conv_snap.failed += save;
+    p->conv_snap.load_errors += !save;
+    LOG_ERROR("converge snapshot skipped: out of memory or path too long", "save=%d", save);
+    free(t);
+    return;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < p->n_rules; i++)
+    if (p->conv[i])
+      t[n++] = (intake_converge_target_t){.name = p->conv[i]->name, .c = p->conv[i]->c};
+  if (save)
+    intake_converge_persist_save(path, t, n, wall_ms(), &p->conv_snap);
+  else
+    intake_converge_persist_load(path, t, n, wall_ms(), &p->conv_snap);
+  free(t);
 }
 
 /* The installed routing's converged route named `name`, or NULL. */
@@ -1248,6 +1282,7 @@ intake_pipeline_t *intake_pipeline_create(uv_loop_t *loop, const intake_config_t
   routing_install(p, &r);
   if (apply_limits(p, cfg) < 0)
     goto oom;
+  conv_snapshot(p, 0); /* before anything is served: repeats continue their episodes */
   uv_idle_init(loop, &p->idle);
   p->idle.data = p;
   uv_timer_init(loop, &p->sweep_timer);
@@ -1288,6 +1323,7 @@ void intake_pipeline_close(intake_pipeline_t *p) {
   uv_close((uv_handle_t *)&p->idle, on_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_closed);
   uv_close((uv_handle_t *)&p->conv_timer, on_closed);
+  conv_snapshot(p, 1); /* the open episodes, for the next start; no tick runs after this */
   /* The final dedup snapshot: every job has completed (or the shutdown deadline passed, and
    * what Kafka confirms from here on is not in it). */
   intake_persist_close(p->persist);
