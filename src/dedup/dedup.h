@@ -2,9 +2,12 @@
  * per-source sequence windows for sources that number their events.
  *
  * Identity. An event is identified by a 128-bit XXH3 fingerprint of (source_id, event_id);
- * a source by a 128-bit fingerprint of source_id (96 bits of each are stored). With 10^8 live
- * keys the chance that two different keys share a fingerprint is ~10^-22: exact in practice,
- * at 16 bytes per key instead of the ~130 a full key would cost. Definition (stable, it may
+ * a source by a 128-bit fingerprint of source_id. The event-id table stores 70 bits of a key
+ * (bits 64..127 and 0..5) in 12.8 bytes, the source table 96 bits of a source. A key's table
+ * position follows from its top bits, so a new key can only be mistaken for one of the ~4 keys
+ * sharing its home bucket: ~4 x buckets / 2^70 a check, 2.3e-15 for 48 MiB (one false
+ * duplicate in ~900 years at 15,000 new events/s; dedup.c). Exact in practice, at 12.8 bytes a
+ * key instead of the ~130 a full key would cost. Definition (stable, it may
  * reach consumers as a header): src = XXH3_128bits(source_id),
  * key = XXH3_128bits_withSeed(event_id, seed = src.low64) XOR src.
  * For a source that sends seq > 0, (source, seq) is an identity too, inside the source's window
@@ -38,13 +41,14 @@
  * A restart from further below is judged by key only. Seqs jumping 64 or more ahead restart
  * the bitmap. Events that left the window are still caught by key.
  *
- * Sizing. The event-id table costs 16 bytes a slot and evicts above 85% load; lookups and inserts
- * slow down with load (linear probing: ~1.2 cache lines a miss at 50%, ~2 at 70%, ~4 at 80%;
- * bench/dedup_bench.c: 134 ns an event at 50%, 224 at 80%, ~300 at the cap), so keep live keys
- * at or below ~50-60% of the slots, storms included: event_bytes >= 32 bytes x (events per
- * window, sequenced ones included), rounded up to a power of two. The source table
- * costs 32 bytes a slot: source_bytes ~ 32 / 0.6 x (sequenced sources) keeps both speed and
- * <= 64 bytes a source.
+ * Sizing. The event-id table costs 12.8 bytes a slot (5 in a 64-byte line) and evicts above
+ * 85% load; lookups and inserts slow down with load (linear probing over lines: 1.16 lines a
+ * miss at 50%, 1.53 at 65%, 1.82 at 70%, 3.2 at 80%, 5.1 at 85%), so keep live keys at or below
+ * ~60-70% of the slots, storms included: event_bytes >= 19 bytes x (events per window,
+ * sequenced ones included) (20,000 events a second for 10 min: 228 MB). Every byte of the
+ * budget is used, so any size works. The source table costs 32 bytes a slot:
+ * source_bytes ~ 32 / 0.6 x (sequenced sources). The city (920,000 sources, 2.72 M keys,
+ * 150,000 sequenced) fits 48 MiB + 8 MiB: 63.9 bytes a source (bench/ANALYSIS.md).
  *
  * Not thread-safe: one deduper per event loop. */
 #ifndef INTAKE_DEDUP_H
@@ -80,10 +84,15 @@ typedef struct {
   uint64_t expired;          /* keys or windows dropped (swept or reused) after their window */
 } intake_dedup_stats_t;
 
-/* Creates a deduper. `window_ms` in 1 ms .. 30 days; budgets are in bytes and each table gets the
- * largest power-of-two slot count that fits (the rest of the budget is unused). The smallest
- * tables are 1024 slots: event_bytes >= 16 KiB, source_bytes >= 32 KiB. Tables of 2 MiB and more
- * are mmap'ed and advised onto huge pages. Returns NULL on bad arguments or out of memory. */
+/* Creates a deduper. `window_ms` in 1 ms .. 30 days; budgets are in bytes and each table gets
+ * every whole bucket that fits (event-id: 64 bytes = 5 slots; source: 128 bytes = 4 slots), so
+ * less than a bucket of each budget is unused. The smallest tables are 256 buckets:
+ * event_bytes >= 16 KiB, source_bytes >= 32 KiB. Tables of 2 MiB and more are mmap'ed, advised
+ * onto huge pages and populated here (MADV_POPULATE_WRITE, or a write per page), so this call
+ * takes the page faults instead of the loop thread's first commits into each page: for the
+ * default 256 + 64 MiB, 30 ms when the kernel has free huge pages, up to ~1.2 s when it must
+ * compact memory for them (measured on the 2-core dev VM). Returns NULL on bad arguments or out
+ * of memory. */
 intake_dedup_t *intake_dedup_create(uint64_t window_ms, uint64_t event_bytes,
                                     uint64_t source_bytes);
 void intake_dedup_destroy(intake_dedup_t *d);
@@ -149,7 +158,8 @@ void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out);
 /* A committed (source, event id) key as the event-id table holds it. */
 typedef struct {
   uint64_t hi;                /* fingerprint bits 64..127; never 0 */
-  uint32_t lo;                /* fingerprint bits 0..31 */
+  uint32_t lo;                /* fingerprint bits 0..5 (exported: the rest 0; imported: the
+                                 rest ignored) */
   uint32_t tick;              /* of its last commit: Unix ms / 10, modulo 2^32 */
 } intake_dedup_key_rec_t;
 

@@ -514,9 +514,9 @@ int intake_dedup_snapshot_load(intake_dedup_t *d, const char *path, uint64_t now
   if (have < 12)
     FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)stb.st_size);
   uint32_t version = get32(hdr + 8);
-  if (version != INTAKE_SNAPSHOT_VERSION)
-    FAIL(-EINVAL, "unsupported version %u (this intaked reads %u)", version,
-         INTAKE_SNAPSHOT_VERSION);
+  if (version < INTAKE_SNAPSHOT_VERSION_MIN || version > INTAKE_SNAPSHOT_VERSION)
+    FAIL(-EINVAL, "unsupported version %u (this intaked reads %u to %u)", version,
+         INTAKE_SNAPSHOT_VERSION_MIN, INTAKE_SNAPSHOT_VERSION);
   if (have < sizeof hdr)
     FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)stb.st_size);
   if (get32(hdr + 12) != INTAKE_SNAPSHOT_HEADER_BYTES)

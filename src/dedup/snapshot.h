@@ -1,7 +1,7 @@
 /* Dedup snapshots: the committed keys of both dedup tables saved to a file and loaded at start,
  * so that a restarted intaked still knows, within the window, what it already delivered.
  *
- * File format, version 1 (all integers little-endian):
+ * File format, version 2 (all integers little-endian):
  *
  *   offset  size  field
  *        0     8  magic "INTKDDS\n"
@@ -18,7 +18,14 @@
  *       72     8  header checksum: XXH64 (seed 0) of bytes 0..71
  *       80        payload: one zstd frame (with its own checksum) of the content:
  *                   keys x    {hi u64, lo u32, tick u32}                       16 bytes
+ *                     (lo: key bits 0..5, the rest 0; see below)
  *                   sources x {hi u64, lo u32, tick u32, top u64, bits u64}     32 bytes
+ *
+ * Versions. 2 (2026-11-28) has version 1's layout, but the event-id table keeps 70 bits of a
+ * key (64 + 6: dedup.c) instead of 96, so a key record's lo carries only bits 0..5. Version 1
+ * files still load (their lo has all 32 bits; the table takes bits 0..5), so an upgrade keeps
+ * its dedup state. An intaked that reads only version 1 refuses version 2 as an unsupported
+ * version instead of loading keys whose lo it would never match. Other versions are refused.
  *
  * Only committed keys and windows live at created_ms are written; keys in flight are in
  * neither table (they are remembered only once Kafka confirms them), so they are never saved.
@@ -44,7 +51,8 @@
 
 #include "dedup/dedup.h"
 
-#define INTAKE_SNAPSHOT_VERSION 1u
+#define INTAKE_SNAPSHOT_VERSION 2u     /* written; 1 and 2 are read */
+#define INTAKE_SNAPSHOT_VERSION_MIN 1u /* the oldest version read */
 #define INTAKE_SNAPSHOT_HEADER_BYTES 80u
 
 /* A snapshot being written: a static zstd context, buffers and the open temp file (~1.6 MiB,

@@ -66,16 +66,17 @@ static void test_create_arguments(void **state) {
   assert_non_null(d);
   intake_dedup_stats_t st;
   intake_dedup_stats(d, &st);
-  assert_int_equal(st.capacity, 1024);
-  assert_int_equal(st.source_capacity, 1024);
+  assert_int_equal(st.capacity, 256 * 5);        /* 256 buckets of 5 slots in 64 bytes */
+  assert_int_equal(st.source_capacity, 256 * 4); /* 256 buckets of 4 slots in 128 bytes */
   assert_true(st.bytes >= MIN_EV_BYTES + MIN_SRC_BYTES);
   intake_dedup_destroy(d);
-  /* largest power of two that fits: 3 MiB -> 2 MiB of 16-byte slots; 100 KiB -> 64 KiB */
+  /* the whole budget, not the largest power of two in it: 3 MiB -> 49152 buckets of 5 slots;
+   * 100 KiB -> 800 buckets of 4 */
   d = intake_dedup_create(1000, 3 << 20, 100 << 10);
   assert_non_null(d);
   intake_dedup_stats(d, &st);
-  assert_int_equal(st.capacity, (2 << 20) / 16);
-  assert_int_equal(st.source_capacity, (64 << 10) / 32);
+  assert_int_equal(st.capacity, (3 << 20) / 64 * 5);
+  assert_int_equal(st.source_capacity, (100 << 10) / 128 * 4);
   assert_int_equal(st.entries, 0);
   assert_int_equal(st.sources, 0);
   assert_int_equal(st.in_flight, 0);
@@ -83,6 +84,84 @@ static void test_create_arguments(void **state) {
   assert_int_equal(st.expired, 0);
   intake_dedup_destroy(d);
   intake_dedup_destroy(NULL);
+}
+
+/* Tables take every whole bucket their budget pays for, and the memory reported is that. */
+static void test_capacity_from_budget(void **state) {
+  (void)state;
+  static const uint64_t budgets[][2] = {
+      {MIN_EV_BYTES + 63, MIN_SRC_BYTES + 127}, /* a byte short of one more bucket each */
+      {1000000, 300000},                        /* not multiples of anything */
+      {(48u << 20) + 64 * 7, (6u << 20) + 128},  /* mmap'ed, not a whole number of pages */
+  };
+  for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
+    intake_dedup_t *d = intake_dedup_create(60 * SEC, budgets[k][0], budgets[k][1]);
+    assert_non_null(d);
+    intake_dedup_stats_t st;
+    intake_dedup_stats(d, &st);
+    uint64_t ev_buckets = budgets[k][0] / 64, src_buckets = budgets[k][1] / 128;
+    assert_int_equal(st.capacity, ev_buckets * 5);
+    assert_int_equal(st.source_capacity, src_buckets * 4);
+    /* the tables, the initial in-flight map (256 x 24 bytes) and the struct: nothing else */
+    uint64_t tables = ev_buckets * 64 + src_buckets * 128;
+    assert_true(st.bytes >= tables + 256 * 24);
+    assert_true(st.bytes <= tables + 256 * 24 + 256);
+    assert_true(st.bytes <= budgets[k][0] + budgets[k][1] + 256 * 24 + 256);
+    assert_int_equal(intake_dedup__verify(d), 0);
+    intake_dedup_destroy(d);
+  }
+}
+
+/* A table whose bucket count is no power of two, filled to just under the load limit: nothing
+ * is evicted and every committed key is a duplicate (no false negatives), every other key new;
+ * past the limit the table stops growing at 85% and each further insert is one counted
+ * eviction. */
+static void test_load_bound_odd_size(void **state) {
+  (void)state;
+  const uint64_t ev_bytes = 1000000; /* 15625 buckets, 78125 slots: the limit is 66406 keys */
+  intake_dedup_t *d = intake_dedup_create(3600 * SEC, ev_bytes, MIN_SRC_BYTES);
+  assert_non_null(d);
+  intake_dedup_stats_t st;
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.capacity, 78125);
+  const uint64_t limit = 78125 * 85 / 100;
+  char src[32], ev[32];
+  uint64_t n = limit - 1; /* up to load 0.85 */
+  for (uint64_t i = 0; i < n; i++) {
+    snprintf(src, sizeof src, "s%llu", (unsigned long long)(i % 1000));
+    snprintf(ev, sizeof ev, "e%llu", (unsigned long long)i);
+    assert_int_equal(check(d, src, ev, 0, T0), INTAKE_DEDUP_NEW);
+    commit(d, src, ev, 0, T0);
+  }
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.entries, n);
+  assert_int_equal(st.evictions, 0);
+  assert_int_equal(intake_dedup__verify(d), 0);
+  for (uint64_t i = 0; i < n; i++) {
+    snprintf(src, sizeof src, "s%llu", (unsigned long long)(i % 1000));
+    snprintf(ev, sizeof ev, "e%llu", (unsigned long long)i);
+    assert_int_equal(check(d, src, ev, 0, T0 + 1), INTAKE_DEDUP_DUPLICATE);
+  }
+  for (uint64_t i = 0; i < 200000; i++) {
+    snprintf(ev, sizeof ev, "never%llu", (unsigned long long)i);
+    assert_int_equal(check(d, "s1", ev, 0, T0 + 1), INTAKE_DEDUP_NEW);
+  }
+  /* 20,000 more: the table holds its limit, plus one key for each home bucket that was still
+   * empty (tab_upsert); every key that did not find a place is an eviction */
+  for (uint64_t i = n; i < n + 20000; i++) {
+    snprintf(src, sizeof src, "s%llu", (unsigned long long)(i % 1000));
+    snprintf(ev, sizeof ev, "e%llu", (unsigned long long)i);
+    commit(d, src, ev, 0, T0 + 2);
+    /* the newest key always survives its own insert */
+    assert_int_equal(check(d, src, ev, 0, T0 + 2), INTAKE_DEDUP_DUPLICATE);
+  }
+  intake_dedup_stats(d, &st);
+  assert_true(st.entries >= limit);
+  assert_true(st.entries <= st.capacity * 87 / 100);
+  assert_int_equal(st.evictions, n + 20000 - st.entries);
+  assert_int_equal(st.expired, 0);
+  assert_int_equal(intake_dedup__verify(d), 0);
+  intake_dedup_destroy(d);
 }
 
 static void test_repeat_within_window(void **state) {
@@ -517,7 +596,7 @@ static void test_full_table_evicts(void **state) {
 static void test_million_keys_no_false_duplicates(void **state) {
   (void)state;
   enum { N = 1000000 };
-  /* 2^21 slots of 16 bytes = 32 MiB: load 0.48 */
+  /* 32 MiB: 524,288 buckets, 2,621,440 slots: load 0.38 */
   intake_dedup_t *d = intake_dedup_create(3600 * SEC, 32u << 20, MIN_SRC_BYTES);
   assert_non_null(d);
   char src[32], ev[40];
@@ -559,15 +638,15 @@ static void test_million_keys_no_false_duplicates(void **state) {
 
 /* Random operations against a plain array model, with sweeps (backward-shift deletion) at a
  * load where nothing is evicted: every check() must match the model exactly. */
-static void test_random_against_model(void **state) {
-  (void)state;
+static void random_against_model(uint64_t ev_bytes) {
   enum { KEYS = 3000, STEPS = 200000 };
   const uint64_t window = 5 * SEC;
-  /* 1024-slot tables; ~50 commits per simulated second keep ~250 keys live plus the expired
-   * ones the sweep has not reached: well under the 870-key limit */
-  intake_dedup_t *d = intake_dedup_create(window, MIN_EV_BYTES, MIN_SRC_BYTES);
+  /* 1280-slot tables; ~50 commits per simulated second keep ~250 keys live plus the expired
+   * ones the sweep has not reached: well under the 1088-key limit */
+  intake_dedup_t *d = intake_dedup_create(window, ev_bytes, MIN_SRC_BYTES);
   assert_non_null(d);
   static uint64_t last[KEYS]; /* commit time + 1 of key i, 0 = never */
+  memset(last, 0, sizeof last);
   char ev[32];
   uint64_t now = T0;
   rng_state = 12345;
@@ -595,16 +674,23 @@ static void test_random_against_model(void **state) {
   intake_dedup_destroy(d);
 }
 
+static void test_random_against_model(void **state) {
+  (void)state;
+  random_against_model(MIN_EV_BYTES);
+  random_against_model(MIN_EV_BYTES + 64 * 37); /* 293 buckets: no power of two */
+}
+
 /* The same near and over the load limit: long runs, wrap-around, backward shifts across
  * buckets, stale-slot reuse and evictions. Evictions may turn a duplicate into NEW (never the
  * reverse), and no more often than they happened. */
-static void test_random_high_load(void **state) {
-  (void)state;
+static void random_high_load(uint64_t ev_bytes) {
   enum { KEYS = 5000, STEPS = 300000 };
-  const uint64_t window = 10 * SEC; /* ~100 commits a second: ~1000 keys for 870 places */
-  intake_dedup_t *d = intake_dedup_create(window, MIN_EV_BYTES, MIN_SRC_BYTES);
+  /* ~100 commits a second: ~1500 keys for the 1088 places of 1280 slots */
+  const uint64_t window = 15 * SEC;
+  intake_dedup_t *d = intake_dedup_create(window, ev_bytes, MIN_SRC_BYTES);
   assert_non_null(d);
   static uint64_t last[KEYS];
+  memset(last, 0, sizeof last);
   char ev[32];
   uint64_t now = T0, forgotten = 0;
   rng_state = 777;
@@ -635,6 +721,12 @@ static void test_random_high_load(void **state) {
   assert_true(st.entries <= st.capacity * 90 / 100);
   assert_int_equal(intake_dedup__verify(d), 0);
   intake_dedup_destroy(d);
+}
+
+static void test_random_high_load(void **state) {
+  (void)state;
+  random_high_load(MIN_EV_BYTES);
+  random_high_load(MIN_EV_BYTES + 64 * 37); /* 293 buckets: no power of two */
 }
 
 /* Sequenced sources against a model: a key committed within the window is always DUPLICATE,
@@ -696,6 +788,8 @@ static void test_seq_random_against_model(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_create_arguments),
+      cmocka_unit_test(test_capacity_from_budget),
+      cmocka_unit_test(test_load_bound_odd_size),
       cmocka_unit_test(test_repeat_within_window),
       cmocka_unit_test(test_expiry_after_window),
       cmocka_unit_test(test_clock_backwards_keeps_keys),

@@ -354,6 +354,51 @@ static void put64le(unsigned char *p, uint64_t v) {
 /* Rewrites the header checksum, so that a test reaches the check after it. */
 static void reseal(unsigned char *buf) { put64le(buf + 72, XXH64(buf, 72, 0)); }
 
+/* A version 1 file (its key records carry all 32 low bits of a key, as the 16-byte slots held
+ * them) still loads: every key in it is a duplicate afterwards, others stay new. */
+static void test_version1_loads(void **state) {
+  (void)state;
+  enum { N = 300 };
+  intake_dedup_key_rec_t recs[N];
+  char src[32], ev[32];
+  for (size_t i = 0; i < N; i++) {
+    key_name(src, ev, i);
+    intake_dedup_probe_t p = probe(src, ev, 0);
+    recs[i] = (intake_dedup_key_rec_t){.hi = p.key_hi | (p.key_hi == 0),
+                                       .lo = (uint32_t)p.key_lo,
+                                       .tick = (uint32_t)(T0 / 10)};
+  }
+  intake_snapshot_writer_t *w = writer();
+  intake_snapshot_info_t info;
+  assert_int_equal(intake_snapshot_begin(w, path_of("v1.snap"), T0, 10 * MIN), 0);
+  assert_int_equal(intake_snapshot_add_keys(w, recs, N), 0);
+  assert_int_equal(intake_snapshot_finish(w, &info), 0);
+  intake_snapshot_writer_destroy(w);
+  size_t len;
+  unsigned char *b = slurp(path_of("v1.snap"), &len);
+  assert_int_equal(b[8], INTAKE_SNAPSHOT_VERSION);
+  b[8] = 1;
+  reseal(b);
+  spit(path_of("v1.snap"), b, len);
+  free(b);
+
+  intake_dedup_t *d = intake_dedup_create(10 * MIN, 1 << 20, 1 << 20);
+  char err[256];
+  assert_int_equal(intake_dedup_snapshot_load(d, path_of("v1.snap"), T0 + SEC, &info, err,
+                                              sizeof err), 0);
+  assert_int_equal(info.keys_loaded, N);
+  for (size_t i = 0; i < N; i++) {
+    key_name(src, ev, i);
+    assert_int_equal(check(d, src, ev, 0, T0 + SEC), INTAKE_DEDUP_DUPLICATE);
+  }
+  for (size_t i = N; i < 4 * N; i++) {
+    key_name(src, ev, i);
+    assert_int_equal(check(d, src, ev, 0, T0 + SEC), INTAKE_DEDUP_NEW);
+  }
+  assert_int_equal(intake_dedup__verify(d), 0);
+  intake_dedup_destroy(d);
+}
+
 static void test_truncated_everywhere(void **state) {
   (void)state;
   size_t len;
@@ -405,10 +450,16 @@ static void test_bad_headers(void **state) {
   expect_rejected(path_of("h.snap"), "bad magic");
 
   memcpy(b, buf, len);
-  b[8] = 2; /* version 2, correctly sealed */
+  b[8] = 3; /* version 3, correctly sealed */
   reseal(b);
   spit(path_of("h.snap"), b, len);
-  expect_rejected(path_of("h.snap"), "unsupported version 2");
+  expect_rejected(path_of("h.snap"), "unsupported version 3");
+
+  memcpy(b, buf, len);
+  b[8] = 0; /* version 0 */
+  reseal(b);
+  spit(path_of("h.snap"), b, len);
+  expect_rejected(path_of("h.snap"), "unsupported version 0");
 
   memcpy(b, buf, len);
   b[12] = 88; /* header size */
@@ -807,6 +858,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_empty_round_trip),
       cmocka_unit_test(test_expired_keys_dropped),
       cmocka_unit_test(test_other_capacity),
+      cmocka_unit_test(test_version1_loads),
       cmocka_unit_test(test_truncated_everywhere),
       cmocka_unit_test(test_flipped_bytes),
       cmocka_unit_test(test_bad_headers),
