@@ -438,10 +438,12 @@ fi
 hot_eps=$(sed -n 's/^hotpath_events_per_s: //p' "$hot_txt")
 hot_ns=$(sed -n 's/^hotpath_ns_per_event: //p' "$hot_txt")
 dedup_b=$(sed -n 's/^dedup_bytes_per_source: //p' "$hot_txt")
+dedup_ev=$(sed -n 's/^dedup_evictions: //p' "$hot_txt")
 if [ -z "$hot_eps" ]; then v_hot="not measured (no intake-hotpath)"
 elif ge "$hot_eps" 5000000; then v_hot="PASS ($(pct "$hot_eps" 5000000) against the target)"
 else v_hot="**MISS** by $(short "$hot_eps" 5000000) ($hot_ns ns/event against 200)"; fi
 if [ -z "$dedup_b" ]; then v_dedup="not measured (no intake-hotpath)"
+elif [ "${dedup_ev:-0}" != 0 ]; then v_dedup="**MISS**: $dedup_ev keys evicted (the table does not hold the window)"
 elif ge 64 "$dedup_b"; then v_dedup="PASS"
 else v_dedup="**MISS** by $(awk -v b="$dedup_b" 'BEGIN{printf "%.1f", b - 64}') bytes/source"; fi
 
