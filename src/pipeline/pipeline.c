@@ -81,24 +81,15 @@ struct intake_job {
   intake_rejection_t *rejections;
   size_t n_rejections, cap_rejections;
   uint8_t *outcomes;          /* n_events */
-  uint8_t pool_class;         /* room for 1 << pool_class events (job_alloc) */
   pend_t pends[];             /* n_events */
 };
 
-/* Job blocks are kept for reuse, by capacity class (powers of two from JOB_POOL_MIN events),
- * instead of a malloc and a free per batch: a block for 200 events is ~15 KB, a size glibc
- * serves by consolidating its fastbins first, and in intaked those are full of the records
- * librdkafka has just freed (malloc_consolidate was ~5% of intaked's CPU flat out,
- * bench/ANALYSIS.md). The cache holds at most JOB_POOL_MAX_BYTES; blocks beyond go back to
- * malloc. */
-#define JOB_POOL_MIN_CLASS 6                 /* 64 events */
-#define JOB_POOL_CLASSES 32
-#if defined(__SANITIZE_ADDRESS__)
-#define JOB_POOL_MAX_BYTES 0u /* no reuse: ASan then still finds a job used after its end */
-#else
-#define JOB_POOL_MAX_BYTES (8u << 20)
-#endif
-
+/* A job is one malloc per batch (~15 KB for 200 events). A free list of job blocks, tried on
+ * 2026-11-28 to spare glibc the malloc_consolidate that a request of that size triggers, was
+ * worse end to end: intaked's CPU per event flat out was 9.2 against 7.4 us without it (means
+ * of 5 alternating runs of bench/tls.sh), and its profile showed _int_malloc at 14% against 2%:
+ * without those consolidations, the fastbins full of librdkafka's freed records slow every
+ * other allocation down. */
 
 struct intake_pipeline {
   uv_loop_t *loop;
@@ -120,8 +111,6 @@ struct intake_pipeline {
   size_t json_cap;                  /* 6 * validate.max_event_bytes + 512 (json.h's bound) */
   uint8_t *parsed;                  /* scratch: 1 = events[i] parsed and valid */
   intake_job_t *ready;              /* jobs completed, to report from the idle callback */
-  intake_job_t *job_pool[JOB_POOL_CLASSES]; /* free blocks by class, linked by next_ready */
-  size_t job_pool_bytes;            /* held in job_pool, <= JOB_POOL_MAX_BYTES */
   uv_idle_t idle;
   uv_timer_t sweep_timer;
   uint64_t jobs;
@@ -217,48 +206,6 @@ static intake_gateway_stats_t *gateway_stats(intake_pipeline_t *p, const char *i
   return g;
 }
 
-static size_t job_bytes(unsigned cls) {
-  return sizeof(intake_job_t) + ((size_t)1 << cls) * (sizeof(pend_t) + 1);
-}
-
-/* A block with room for n events (n <= gateway.max_batch_events, so the class is bounded by
- * the config), uninitialized; NULL when out of memory. */
-static intake_job_t *job_alloc(intake_pipeline_t *p, uint32_t n) {
-  unsigned cls = JOB_POOL_MIN_CLASS;
-  while (((size_t)1 << cls) < n)
-    cls++;
-  intake_job_t *job = p->job_pool[cls];
-  if (job) {
-    p->job_pool[cls] = job->next_ready;
-    p->job_pool_bytes -= job_bytes(cls);
-  } else if (!(job = malloc(job_bytes(cls)))) {
-    return NULL;
-  }
-  job->pool_class = (uint8_t)cls;
-  return job;
-}
-
-static void job_free(intake_pipeline_t *p, intake_job_t *job) {
-  unsigned cls = job->pool_class;
-  if (p->job_pool_bytes + job_bytes(cls) > JOB_POOL_MAX_BYTES) {
-    free(job);
-    return;
-  }
-  job->next_ready = p->job_pool[cls];
-  p->job_pool[cls] = job;
-  p->job_pool_bytes += job_bytes(cls);
-}
-
-static void job_pool_free(intake_pipeline_t *p) {
-  for (unsigned c = 0; c < JOB_POOL_CLASSES; c++)
-    for (intake_job_t *j = p->job_pool[c], *next; j; j = next) {
-      next = j->next_ready;
-      free(j);
-    }
-  memset(p->job_pool, 0, sizeof p->job_pool);
-  p->job_pool_bytes = 0;
-}
-
 static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
   p->jobs--;
   if (job->owner) {
@@ -288,7 +235,7 @@ static void job_finish(intake_pipeline_t *p, intake_job_t *job) {
   else
     p->c.batches_ok++;
   free(job->rejections);
-  job_free(p, job);
+  free(job);
 }
 
 static void on_idle(uv_idle_t *h) {
@@ -616,20 +563,18 @@ int intake_pipeline_submit(intake_pipeline_t *p, const uint8_t *payload, size_t 
   uint32_t n = too_many ? 0 : b.n_events;
   /* Not zeroed beyond the header: zeroing ~80 bytes per event showed in the profile; pass 1
    * sets every pend. */
-  intake_job_t *job = job_alloc(p, n);
+  intake_job_t *job = malloc(sizeof *job + n * sizeof(pend_t) + n);
   if (!job) {
     *detail = "out of memory";
     return -ENOMEM;
   }
-  uint8_t cls = job->pool_class;
   memset(job, 0, sizeof *job);
-  job->pool_class = cls;
   job->pipeline = p;
   job->owner = owner;
   job->received_ms = uv_now(p->loop);
   job->gw = gateway_stats(p, gateway_id);
   if (!job->gw) {
-    job_free(p, job);
+    free(job);
     *detail = "out of memory";
     return -ENOMEM;
   }
@@ -1347,7 +1292,6 @@ void intake_pipeline_destroy(intake_pipeline_t *p) {
     j->owner = NULL;
     job_finish(p, j);
   }
-  job_pool_free(p);
   routing_t r;
   routing_uninstall(p, &r);
   routing_free(&r);
