@@ -2,7 +2,7 @@
 # What TLS for gateways costs end to end: the city played flat out through intaked twice, over
 # plain TCP and over TLS (listen.tls, TLS 1.3, P-256), against a real Kafka broker, verified
 # both times. Prints per mode the rate, intaked's CPU per event and the ack latency, and keeps
-# the logs in bench/results/tls-<time>/. bench/RESULTS.md carries the last figures, copied by
+# the last run's logs and table in bench/tls/. bench/RESULTS.md carries the figures, copied by
 # hand with their date.
 #
 #   bench/tls.sh                 DURATION=20 CONNECTIONS=8 ROUNDS=2 (plain, tls alternating)
@@ -16,8 +16,9 @@ BUILD_DIR=${BUILD_DIR:-$root/build-bench}
 DURATION=${DURATION:-20}
 CONNECTIONS=${CONNECTIONS:-8}
 ROUNDS=${ROUNDS:-2}
-out=$root/bench/results/tls-$(date -u +%Y%m%dT%H%M%SZ)
+out=${OUT_DIR:-$root/bench}/tls   # the last run's logs (bench/run.sh owns bench/results/)
 work=$(mktemp -d /tmp/intake-tls-bench.XXXXXX)
+rm -rf "$out"
 mkdir -p "$out"
 intaked_pid=
 cleanup() {
