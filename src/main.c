@@ -52,10 +52,11 @@ static void usage(FILE *f) {
  * since v240, kept low for select() users) is below what listen.max_connections allows: past
  * it accept() fails with EMFILE, and libuv then accepts and closes the waiting connections
  * itself (its reserve-fd trick) without telling us: no log line, no refused count, gateways
- * just see EOF (it_storm: 1,002 of 2,000 got in). Nothing here uses select() (libuv, libmicrohttpd and librdkafka poll
- * with epoll/poll), so, as systemd advises for such programs (and Redis and nginx do for their
- * client limits), raise the soft limit to the hard one, which any process may do; and warn when
- * even that is too low. Idempotent: after a reload it only checks. */
+ * just see EOF (it_storm: 1,002 of 2,000 got in). Nothing here uses select() (libuv,
+ * libmicrohttpd and librdkafka poll with epoll/poll), so, as systemd advises for such programs
+ * (and Redis and nginx do for their client limits), raise the soft limit to the hard one, which
+ * any process may do; and warn when even that is too low. Idempotent: after a reload it only
+ * checks. */
 static void raise_fd_limit(uint64_t max_connections) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {

@@ -168,11 +168,14 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   GW("intake_gateway_events_received_total", "counter",
      "Events received per gateway id (\"_other\" past 4096 ids); they reconcile like the totals.",
      c.received);
-  GW("intake_gateway_events_delivered_total", "counter", "Events delivered per gateway.", c.delivered);
-  GW("intake_gateway_events_duplicate_total", "counter", "Duplicate events per gateway.", c.duplicate);
+  GW("intake_gateway_events_delivered_total", "counter", "Events delivered per gateway.",
+     c.delivered);
+  GW("intake_gateway_events_duplicate_total", "counter", "Duplicate events per gateway.",
+     c.duplicate);
   GW("intake_gateway_events_rejected_total", "counter", "Rejected events per gateway.", c.rejected);
   GW("intake_gateway_events_failed_total", "counter", "Failed events per gateway.", c.failed);
-  GW("intake_gateway_events_in_flight", "gauge", "Events waiting for Kafka per gateway.", c.in_flight);
+  GW("intake_gateway_events_in_flight", "gauge", "Events waiting for Kafka per gateway.",
+     c.in_flight);
   GW("intake_gateway_batches_throttled_total", "counter",
      "Batches answered RETRY for gateway.rate_limit per gateway.", batches_throttled);
 #undef GW

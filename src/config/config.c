@@ -1131,7 +1131,8 @@ static void cross_check(loader_t *ld) {
   if (cfg->tls_cert_file == NULL) {
     const char *off = "set, but TLS is off (listen.tls.cert_file and key_file are unset)";
     if (cfg->tls_client_ca_file)
-      fail(ld, ld->key_line[key_index("listen.tls.client_ca_file")], "listen.tls.client_ca_file", "%s", off);
+      fail(ld, ld->key_line[key_index("listen.tls.client_ca_file")], "listen.tls.client_ca_file",
+           "%s", off);
     if (cfg->tls_require_client_cert)
       fail(ld, ld->key_line[key_index("listen.tls.require_client_cert")],
            "listen.tls.require_client_cert", "%s", off);
