@@ -221,6 +221,16 @@ static void make_batches(void) {
 
 static void gw_down(gw_t *g, const char *why);
 
+/* Closes the gateway's socket, deregistering it first: a close() alone leaves the epoll
+ * registration in place while another reference to the socket lives, and a daemon launch forks
+ * this process (the child holds every socket until its exec), so epoll_wait would go on
+ * reporting a closed gateway. */
+static void gw_close(gw_t *g) {
+  epoll_ctl(S.ep, EPOLL_CTL_DEL, g->fd, NULL);
+  close(g->fd);
+  g->fd = -1;
+}
+
 static void set_interest(gw_t *g, uint32_t want) {
   if (g->interest == want)
     return;
@@ -298,8 +308,7 @@ static void gw_down(gw_t *g, const char *why) {
             "gateway %s: intaked %d ended the connection (%s) in phase %d, where it must not",
             g->id, g->daemon, why, S.phase);
   S.d[g->daemon].closes++;
-  close(g->fd);
-  g->fd = -1;
+  gw_close(g);
   g->state = GW_DOWN;
   g->in_flight = 0;
   memset(g->on_conn, 0, sizeof g->on_conn);
@@ -337,8 +346,7 @@ static void gw_refused(gw_t *g, int err) {
   IT_CHECKF(S.closes_expected && err == ECONNREFUSED,
             "gateway %s: connect failed in phase %d: %s", g->id, S.phase, strerror(err));
   S.refused++;
-  close(g->fd);
-  g->fd = -1;
+  gw_close(g);
   g->state = GW_DOWN;
   int jitter = (int)(rnd() % (unsigned)g->backoff_ms) - g->backoff_ms / 2;
   gw_schedule_retry(g, g->backoff_ms + jitter);
@@ -478,6 +486,8 @@ static void gw_read(gw_t *g) {
 }
 
 static void gw_event(gw_t *g, uint32_t ev) {
+  if (g->state == GW_DOWN)
+    return; /* it went down earlier in this batch of events */
   if (g->state == GW_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -893,8 +903,7 @@ int main(void) {
     gw_t *g = &S.gw[i];
     IT_CHECKF(g->state == GW_READY, "gateway %s not connected at the reset", g->id);
     setsockopt(g->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(g->fd);
-    g->fd = -1;
+    gw_close(g);
     g->state = GW_DOWN;
     g->in_flight = 0;
     memset(g->on_conn, 0, sizeof g->on_conn);
