@@ -172,12 +172,6 @@ static inline uint32_t s_lo(const tab_t *t, int K, uint64_t b, unsigned i) {
 static inline uint32_t s_ts(const tab_t *t, int K, uint64_t b, unsigned i) {
   return K == EV ? evb(t, b)->ts[i] : srcs(t, b, i)->ts;
 }
-static inline void s_set_ts(tab_t *t, int K, uint64_t b, unsigned i, uint32_t ts) {
-  if (K == EV)
-    evb(t, b)->ts[i] = ts;
-  else
-    srcs(t, b, i)->ts = ts;
-}
 static inline void s_clear(tab_t *t, int K, uint64_t b, unsigned i) {
   if (K == EV) {
     ev_bucket_t *e = evb(t, b);
@@ -649,7 +643,7 @@ static inline size_t tab_sweep(intake_dedup_t *d, tab_t *t, int K, uint64_t *idx
     if (k == 0 && budget - visited >= S) {
       unsigned dead = 0;
       for (unsigned j = 0; j < S; j++)
-        dead |= (unsigned)((s_hi(t, K, b, j) != 0) & (age_of(tick, s_ts(t, K, b, j)) > w));
+        dead |= (unsigned)(s_hi(t, K, b, j) != 0) & (unsigned)(age_of(tick, s_ts(t, K, b, j)) > w);
       if (!dead) {
         i += S;
         visited += S;
