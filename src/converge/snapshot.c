@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
 #include "decode/event.h"
 
 static const unsigned char MAGIC[8] = {'I', 'N', 'T', 'K', 'C', 'V', 'S', '\n'};
@@ -42,29 +43,6 @@ static const unsigned char MAGIC[8] = {'I', 'N', 'T', 'K', 'C', 'V', 'S', '\n'};
 _Static_assert(ENC_BYTES >= MAX_RECORD + RULE_FIXED + INTAKE_CONVERGE_SNAPSHOT_MAX_NAME,
                "one record fits the encode buffer");
 
-/* ---- little-endian encoding ------------------------------------------------------------ */
-
-static void put64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put32(unsigned char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint64_t get64(const unsigned char *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
-}
-static uint32_t get32(const unsigned char *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
-}
-
 static uint64_t mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -73,35 +51,35 @@ static uint64_t mono_ms(void) {
 
 /* Times are stored as two's complement u64; `shift` moves them between clocks. */
 static void encode_episode(unsigned char *p, const intake_converge_episode_t *e, int64_t shift) {
-  put64(p, e->hash);
-  put64(p + 8, e->fp);
-  put64(p + 16, (uint64_t)(e->first_ms + shift));
-  put64(p + 24, (uint64_t)(e->last_ms + shift));
-  put64(p + 32, (uint64_t)(e->expires_ms + shift));
-  put64(p + 40, (uint64_t)(e->next_summary_ms + shift));
-  put64(p + 48, (uint64_t)(e->flap_start_ms + shift));
-  put32(p + 56, e->repeats);
+  intake_le_put64(p, e->hash);
+  intake_le_put64(p + 8, e->fp);
+  intake_le_put64(p + 16, (uint64_t)(e->first_ms + shift));
+  intake_le_put64(p + 24, (uint64_t)(e->last_ms + shift));
+  intake_le_put64(p + 32, (uint64_t)(e->expires_ms + shift));
+  intake_le_put64(p + 40, (uint64_t)(e->next_summary_ms + shift));
+  intake_le_put64(p + 48, (uint64_t)(e->flap_start_ms + shift));
+  intake_le_put32(p + 56, e->repeats);
   p[60] = (unsigned char)e->flap_toggles;
   p[61] = (unsigned char)(e->flap_toggles >> 8);
   p[62] = e->state;
   p[63] = e->last_clear;
-  put32(p + 64, e->last_len);
+  intake_le_put32(p + 64, e->last_len);
   memcpy(p + EP_FIXED, e->last, e->last_len);
 }
 
 static void decode_episode(const unsigned char *p, intake_converge_episode_t *e, int64_t shift) {
-  e->hash = get64(p);
-  e->fp = get64(p + 8);
-  e->first_ms = (int64_t)get64(p + 16) + shift;
-  e->last_ms = (int64_t)get64(p + 24) + shift;
-  e->expires_ms = (int64_t)get64(p + 32) + shift;
-  e->next_summary_ms = (int64_t)get64(p + 40) + shift;
-  e->flap_start_ms = (int64_t)get64(p + 48) + shift;
-  e->repeats = get32(p + 56);
+  e->hash = intake_le_get64(p);
+  e->fp = intake_le_get64(p + 8);
+  e->first_ms = (int64_t)intake_le_get64(p + 16) + shift;
+  e->last_ms = (int64_t)intake_le_get64(p + 24) + shift;
+  e->expires_ms = (int64_t)intake_le_get64(p + 32) + shift;
+  e->next_summary_ms = (int64_t)intake_le_get64(p + 40) + shift;
+  e->flap_start_ms = (int64_t)intake_le_get64(p + 48) + shift;
+  e->repeats = intake_le_get32(p + 56);
   e->flap_toggles = (uint16_t)(p[60] | p[61] << 8);
   e->state = p[62];
   e->last_clear = p[63];
-  e->last_len = get32(p + 64);
+  e->last_len = intake_le_get32(p + 64);
   e->last = p + EP_FIXED;
 }
 
@@ -121,20 +99,6 @@ typedef struct {
   int rc;                            /* first error */
 } writer_t;
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
 /* Hashes and compresses what `in` holds; with `end`, finishes the frame. */
 static int flush_in(writer_t *w, int end) {
   XXH64_update(&w->hash, w->in, w->used);
@@ -145,7 +109,7 @@ static int flush_in(writer_t *w, int end) {
     size_t left = ZSTD_compressStream2(w->cctx, &ob, &ib, end ? ZSTD_e_end : ZSTD_e_continue);
     if (ZSTD_isError(left))
       return -EIO;
-    int rc = write_all(w->fd, w->out, ob.pos);
+    int rc = intake_write_all(w->fd, w->out, ob.pos);
     if (rc < 0)
       return rc;
     XXH64_update(&w->phash, w->out, ob.pos);
@@ -178,32 +142,6 @@ static int count_episode(void *ctx, const intake_converge_episode_t *e) {
   if (e->last_len <= INTAKE_CONVERGE_SNAPSHOT_MAX_EVENT)
     ++*(uint64_t *)ctx;
   return 0;
-}
-
-/* Length of the directory part of `path`, through its last '/' (0: the current directory). */
-static size_t dir_len(const char *path) {
-  size_t len = strlen(path);
-  while (len > 0 && path[len - 1] != '/')
-    len--;
-  return len;
-}
-
-static int fsync_dir(const char *path) {
-  char dir[PATH_MAX];
-  size_t dl = dir_len(path);
-  if (dl == 0) {
-    dir[0] = '.';
-    dir[1] = '\0';
-  } else {
-    memcpy(dir, path, dl);
-    dir[dl] = '\0';
-  }
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0)
-    return -errno;
-  int rc = fsync(dfd) < 0 ? -errno : 0;
-  close(dfd);
-  return rc;
 }
 
 int intake_converge_snapshot_write(const char *path, const intake_converge_target_t *targets,
@@ -246,7 +184,7 @@ int intake_converge_snapshot_write(const char *path, const intake_converge_targe
   }
   unsigned char hdr[HDR];
   memset(hdr, 0, sizeof hdr); /* zeroed until the counts are known: never valid meanwhile */
-  if ((rc = write_all(w.fd, hdr, sizeof hdr)) < 0)
+  if ((rc = intake_write_all(w.fd, hdr, sizeof hdr)) < 0)
     goto out;
   for (size_t i = 0; i < n; i++) {
     const intake_converge_target_t *t = &targets[i];
@@ -258,9 +196,9 @@ int intake_converge_snapshot_write(const char *path, const intake_converge_targe
     if ((rc = reserve(&w, RULE_FIXED + name_len)) < 0)
       goto out;
     unsigned char *p = w.in + w.used;
-    put32(p, (uint32_t)name_len);
-    put64(p + 4, intake_converge_key_id(t->c));
-    put64(p + 12, count);
+    intake_le_put32(p, (uint32_t)name_len);
+    intake_le_put64(p + 4, intake_converge_key_id(t->c));
+    intake_le_put64(p + 12, count);
     memcpy(p + RULE_FIXED, t->name, name_len);
     w.used += RULE_FIXED + name_len;
     rules++;
@@ -275,16 +213,16 @@ int intake_converge_snapshot_write(const char *path, const intake_converge_targe
   if ((rc = flush_in(&w, 1)) < 0)
     goto out;
   memcpy(hdr, MAGIC, 8);
-  put32(hdr + 8, INTAKE_CONVERGE_SNAPSHOT_VERSION);
-  put32(hdr + 12, HDR);
-  put64(hdr + 16, (uint64_t)wall_now_ms);
-  put64(hdr + 24, rules);
-  put64(hdr + 32, w.episodes);
-  put64(hdr + 40, w.content);
-  put64(hdr + 48, w.payload);
-  put64(hdr + 56, XXH64_digest(&w.hash));
-  put64(hdr + 64, XXH64_digest(&w.phash));
-  put64(hdr + 72, XXH64(hdr, 72, 0));
+  intake_le_put32(hdr + 8, INTAKE_CONVERGE_SNAPSHOT_VERSION);
+  intake_le_put32(hdr + 12, HDR);
+  intake_le_put64(hdr + 16, (uint64_t)wall_now_ms);
+  intake_le_put64(hdr + 24, rules);
+  intake_le_put64(hdr + 32, w.episodes);
+  intake_le_put64(hdr + 40, w.content);
+  intake_le_put64(hdr + 48, w.payload);
+  intake_le_put64(hdr + 56, XXH64_digest(&w.hash));
+  intake_le_put64(hdr + 64, XXH64_digest(&w.phash));
+  intake_le_put64(hdr + 72, XXH64(hdr, 72, 0));
   for (size_t off = 0; off < sizeof hdr;) {
     ssize_t k = pwrite(w.fd, hdr + off, sizeof hdr - off, (off_t)off);
     if (k < 0 && errno == EINTR)
@@ -310,7 +248,7 @@ int intake_converge_snapshot_write(const char *path, const intake_converge_targe
   info->bytes = HDR + w.payload;
   info->created_ms = (uint64_t)wall_now_ms;
   /* The rename is durable once the directory is; if that fsync fails the file is in place. */
-  rc = fsync_dir(path);
+  rc = intake_fsync_parent_dir(path);
   info->duration_ms = mono_ms() - t0;
   ZSTD_freeCCtx(w.cctx);
   free(w.in);
@@ -392,17 +330,17 @@ static long take_records(sink_t *k, const unsigned char *buf, size_t n) {
         return have ? (k->bad = "bytes after the last record", -1) : (long)used;
       if (have < RULE_FIXED)
         return (long)used;
-      uint32_t len = get32(p);
+      uint32_t len = intake_le_get32(p);
       if (len == 0 || len > INTAKE_CONVERGE_SNAPSHOT_MAX_NAME)
         return k->bad = "a rule name of a bad length", -1;
       if (have < RULE_FIXED + len)
         return (long)used;
-      uint64_t count = get64(p + 12);
+      uint64_t count = intake_le_get64(p + 12);
       if (count > k->episodes - k->episodes_seen)
         return k->bad = "a rule holds more episodes than the header declares", -1;
       if (memchr(p + RULE_FIXED, '\0', len))
         return k->bad = "a rule name holds a NUL", -1;
-      begin_section(k, p + RULE_FIXED, len, get64(p + 4), count);
+      begin_section(k, p + RULE_FIXED, len, intake_le_get64(p + 4), count);
       k->left = count;
       k->rules_seen++;
       used += RULE_FIXED + len;
@@ -410,7 +348,7 @@ static long take_records(sink_t *k, const unsigned char *buf, size_t n) {
     }
     if (have < EP_FIXED)
       return (long)used;
-    uint32_t len = get32(p + 64);
+    uint32_t len = intake_le_get32(p + 64);
     if (len > INTAKE_CONVERGE_SNAPSHOT_MAX_EVENT)
       return k->bad = "an event longer than 64 KiB", -1;
     if (have < EP_FIXED + len)
@@ -558,36 +496,28 @@ int intake_converge_snapshot_load(const char *path, const intake_converge_target
   unsigned char *in = NULL, *out = NULL;
   memset(info, 0, sizeof *info);
   err[0] = '\0';
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(err, errlen, "%s", errno == ENOENT ? "no snapshot" : strerror(errno));
-    return rc;
-  }
-  struct stat stb;
-  if (fstat(fd, &stb) < 0)
-    FAIL(-errno, "fstat: %s", strerror(errno));
-  if (!S_ISREG(stb.st_mode))
-    FAIL(-EINVAL, "not a regular file");
-  uint64_t size = (uint64_t)stb.st_size;
+  uint64_t size;
+  int fd = intake_open_regular(path, &size, err, errlen);
+  if (fd < 0)
+    return fd;
   info->bytes = size;
   unsigned char hdr[HDR];
   if (size < 8 || read_at(fd, hdr, 8, 0) < 0 || memcmp(hdr, MAGIC, 8) != 0)
     FAIL(-EINVAL, "bad magic: not a convergence snapshot (%llu bytes)", (unsigned long long)size);
   if (size < 12 || read_at(fd, hdr, 12, 0) < 0)
     FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)size);
-  if (get32(hdr + 8) != INTAKE_CONVERGE_SNAPSHOT_VERSION)
-    FAIL(-EINVAL, "unsupported version %u (this intaked reads %u)", get32(hdr + 8),
+  if (intake_le_get32(hdr + 8) != INTAKE_CONVERGE_SNAPSHOT_VERSION)
+    FAIL(-EINVAL, "unsupported version %u (this intaked reads %u)", intake_le_get32(hdr + 8),
          INTAKE_CONVERGE_SNAPSHOT_VERSION);
   if (size < HDR || read_at(fd, hdr, HDR, 0) < 0)
     FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)size);
-  if (get32(hdr + 12) != HDR)
-    FAIL(-EINVAL, "header size %u, expected %u", get32(hdr + 12), HDR);
-  if (get64(hdr + 72) != XXH64(hdr, 72, 0))
+  if (intake_le_get32(hdr + 12) != HDR)
+    FAIL(-EINVAL, "header size %u, expected %u", intake_le_get32(hdr + 12), HDR);
+  if (intake_le_get64(hdr + 72) != XXH64(hdr, 72, 0))
     FAIL(-EINVAL, "header checksum mismatch");
-  info->created_ms = get64(hdr + 16);
-  uint64_t rules = get64(hdr + 24), episodes = get64(hdr + 32), content = get64(hdr + 40);
-  uint64_t payload = get64(hdr + 48), sum = get64(hdr + 56), psum = get64(hdr + 64);
+  info->created_ms = intake_le_get64(hdr + 16);
+  uint64_t rules = intake_le_get64(hdr + 24), episodes = intake_le_get64(hdr + 32), content = intake_le_get64(hdr + 40);
+  uint64_t payload = intake_le_get64(hdr + 48), sum = intake_le_get64(hdr + 56), psum = intake_le_get64(hdr + 64);
   info->rules = rules;
   info->episodes = episodes;
   if (rules > MAX_RULES || episodes > MAX_EPISODES)

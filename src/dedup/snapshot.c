@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
+
 static const unsigned char MAGIC[8] = {'I', 'N', 'T', 'K', 'D', 'D', 'S', '\n'};
 
 #define KEY_BYTES 16u
@@ -60,52 +62,29 @@ struct intake_snapshot_writer {
   } recs;                            /* one exported chunk, for intake_dedup_snapshot_write() */
 };
 
-/* ---- little-endian encoding ------------------------------------------------------------ */
-
-static void put64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put32(unsigned char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint64_t get64(const unsigned char *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
-}
-static uint32_t get32(const unsigned char *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
-}
-
 static void encode_key(unsigned char *p, const intake_dedup_key_rec_t *k) {
-  put64(p, k->hi);
-  put32(p + 8, k->lo);
-  put32(p + 12, k->tick);
+  intake_le_put64(p, k->hi);
+  intake_le_put32(p + 8, k->lo);
+  intake_le_put32(p + 12, k->tick);
 }
 static void decode_key(const unsigned char *p, intake_dedup_key_rec_t *k) {
-  k->hi = get64(p);
-  k->lo = get32(p + 8);
-  k->tick = get32(p + 12);
+  k->hi = intake_le_get64(p);
+  k->lo = intake_le_get32(p + 8);
+  k->tick = intake_le_get32(p + 12);
 }
 static void encode_source(unsigned char *p, const intake_dedup_source_rec_t *s) {
-  put64(p, s->hi);
-  put32(p + 8, s->lo);
-  put32(p + 12, s->tick);
-  put64(p + 16, s->top);
-  put64(p + 24, s->bits);
+  intake_le_put64(p, s->hi);
+  intake_le_put32(p + 8, s->lo);
+  intake_le_put32(p + 12, s->tick);
+  intake_le_put64(p + 16, s->top);
+  intake_le_put64(p + 24, s->bits);
 }
 static void decode_source(const unsigned char *p, intake_dedup_source_rec_t *s) {
-  s->hi = get64(p);
-  s->lo = get32(p + 8);
-  s->tick = get32(p + 12);
-  s->top = get64(p + 16);
-  s->bits = get64(p + 24);
+  s->hi = intake_le_get64(p);
+  s->lo = intake_le_get32(p + 8);
+  s->tick = intake_le_get32(p + 12);
+  s->top = intake_le_get64(p + 16);
+  s->bits = intake_le_get64(p + 24);
 }
 
 static uint64_t mono_ms(void) {
@@ -147,20 +126,6 @@ void intake_snapshot_writer_destroy(intake_snapshot_writer_t *w) {
   free(w);
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
 /* Hashes and compresses in[0..n); with `end`, finishes the frame. Writes whatever zstd gives. */
 static int compress_out(intake_snapshot_writer_t *w, const unsigned char *in, size_t n, int end) {
   if (n)
@@ -171,7 +136,7 @@ static int compress_out(intake_snapshot_writer_t *w, const unsigned char *in, si
     size_t left = ZSTD_compressStream2(w->cctx, &ob, &ib, end ? ZSTD_e_end : ZSTD_e_continue);
     if (ZSTD_isError(left))
       return -EIO;
-    int rc = write_all(w->fd, w->out, ob.pos);
+    int rc = intake_write_all(w->fd, w->out, ob.pos);
     if (rc < 0)
       return rc;
     XXH64_update(&w->phash, w->out, ob.pos);
@@ -213,7 +178,7 @@ int intake_snapshot_begin(intake_snapshot_writer_t *w, const char *path, uint64_
     return -errno;
   unsigned char hdr[INTAKE_SNAPSHOT_HEADER_BYTES];
   memset(hdr, 0, sizeof hdr); /* zeroed until the counts are known: never valid meanwhile */
-  int rc = write_all(w->fd, hdr, sizeof hdr);
+  int rc = intake_write_all(w->fd, hdr, sizeof hdr);
   return rc < 0 ? fail_with(w, rc) : 0;
 }
 
@@ -253,14 +218,6 @@ int intake_snapshot_add_sources(intake_snapshot_writer_t *w,
   return 0;
 }
 
-/* Length of the directory part of path[0..len), through its last '/' (0: the current
- * directory). */
-static size_t dir_len(const char *path, size_t len) {
-  while (len > 0 && path[len - 1] != '/')
-    len--;
-  return len;
-}
-
 int intake_snapshot_finish(intake_snapshot_writer_t *w, intake_snapshot_info_t *info) {
   if (w->fd < 0 || w->failed)
     return -EINVAL;
@@ -269,16 +226,16 @@ int intake_snapshot_finish(intake_snapshot_writer_t *w, intake_snapshot_info_t *
     return fail_with(w, rc);
   unsigned char hdr[INTAKE_SNAPSHOT_HEADER_BYTES];
   memcpy(hdr, MAGIC, 8);
-  put32(hdr + 8, INTAKE_SNAPSHOT_VERSION);
-  put32(hdr + 12, INTAKE_SNAPSHOT_HEADER_BYTES);
-  put64(hdr + 16, w->created_ms);
-  put64(hdr + 24, w->window_ms);
-  put64(hdr + 32, w->keys);
-  put64(hdr + 40, w->sources);
-  put64(hdr + 48, w->payload);
-  put64(hdr + 56, XXH64_digest(&w->hash));
-  put64(hdr + 64, XXH64_digest(&w->phash));
-  put64(hdr + 72, XXH64(hdr, 72, 0));
+  intake_le_put32(hdr + 8, INTAKE_SNAPSHOT_VERSION);
+  intake_le_put32(hdr + 12, INTAKE_SNAPSHOT_HEADER_BYTES);
+  intake_le_put64(hdr + 16, w->created_ms);
+  intake_le_put64(hdr + 24, w->window_ms);
+  intake_le_put64(hdr + 32, w->keys);
+  intake_le_put64(hdr + 40, w->sources);
+  intake_le_put64(hdr + 48, w->payload);
+  intake_le_put64(hdr + 56, XXH64_digest(&w->hash));
+  intake_le_put64(hdr + 64, XXH64_digest(&w->phash));
+  intake_le_put64(hdr + 72, XXH64(hdr, 72, 0));
   for (size_t off = 0; off < sizeof hdr;) {
     ssize_t k = pwrite(w->fd, hdr + off, sizeof hdr - off, (off_t)off);
     if (k < 0 && errno == EINTR)
@@ -296,22 +253,9 @@ int intake_snapshot_finish(intake_snapshot_writer_t *w, intake_snapshot_info_t *
     unlink(w->tmp);
     return rc;
   }
-  /* The rename is durable once the directory is: fsync it. */
-  char dir[PATH_MAX];
-  size_t dl = dir_len(w->path, strlen(w->path));
-  if (dl == 0) {
-    dir[0] = '.';
-    dir[1] = '\0';
-  } else {
-    memcpy(dir, w->path, dl);
-    dir[dl] = '\0';
-  }
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0)
-    return -errno; /* the file is in place; only its durability is in doubt */
-  rc = fsync(dfd) < 0 ? -errno : 0;
-  close(dfd);
-  if (rc < 0)
+  /* The rename is durable once the directory is: fsync it. On failure the file is in place;
+   * only its durability is in doubt. */
+  if ((rc = intake_fsync_parent_dir(w->path)) < 0)
     return rc;
   memset(info, 0, sizeof *info);
   info->keys = w->keys;
@@ -484,18 +428,9 @@ int intake_dedup_snapshot_load(intake_dedup_t *d, const char *path, uint64_t now
   unsigned char *in = NULL, *out = NULL;
   memset(info, 0, sizeof *info);
   err[0] = '\0';
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(err, errlen, "%s", errno == ENOENT ? "no snapshot" : strerror(errno));
-    return rc;
-  }
-  struct stat stb;
-  if (fstat(fd, &stb) < 0)
-    FAIL(-errno, "fstat: %s", strerror(errno));
-  if (!S_ISREG(stb.st_mode))
-    FAIL(-EINVAL, "not a regular file");
-  info->bytes = (uint64_t)stb.st_size;
+  int fd = intake_open_regular(path, &info->bytes, err, errlen);
+  if (fd < 0)
+    return fd;
 
   unsigned char hdr[INTAKE_SNAPSHOT_HEADER_BYTES];
   size_t have = 0;
@@ -510,34 +445,34 @@ int intake_dedup_snapshot_load(intake_dedup_t *d, const char *path, uint64_t now
     have += (size_t)got;
   }
   if (have < 8 || memcmp(hdr, MAGIC, 8) != 0)
-    FAIL(-EINVAL, "bad magic: not a dedup snapshot (%llu bytes)", (unsigned long long)stb.st_size);
+    FAIL(-EINVAL, "bad magic: not a dedup snapshot (%llu bytes)", (unsigned long long)info->bytes);
   if (have < 12)
-    FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)stb.st_size);
-  uint32_t version = get32(hdr + 8);
+    FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)info->bytes);
+  uint32_t version = intake_le_get32(hdr + 8);
   if (version < INTAKE_SNAPSHOT_VERSION_MIN || version > INTAKE_SNAPSHOT_VERSION)
     FAIL(-EINVAL, "unsupported version %u (this intaked reads %u to %u)", version,
          INTAKE_SNAPSHOT_VERSION_MIN, INTAKE_SNAPSHOT_VERSION);
   if (have < sizeof hdr)
-    FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)stb.st_size);
-  if (get32(hdr + 12) != INTAKE_SNAPSHOT_HEADER_BYTES)
-    FAIL(-EINVAL, "header size %u, expected %u", get32(hdr + 12), INTAKE_SNAPSHOT_HEADER_BYTES);
-  if (get64(hdr + 72) != XXH64(hdr, 72, 0))
+    FAIL(-EINVAL, "truncated: %llu bytes, less than a header", (unsigned long long)info->bytes);
+  if (intake_le_get32(hdr + 12) != INTAKE_SNAPSHOT_HEADER_BYTES)
+    FAIL(-EINVAL, "header size %u, expected %u", intake_le_get32(hdr + 12), INTAKE_SNAPSHOT_HEADER_BYTES);
+  if (intake_le_get64(hdr + 72) != XXH64(hdr, 72, 0))
     FAIL(-EINVAL, "header checksum mismatch");
-  info->created_ms = get64(hdr + 16);
-  info->window_ms = get64(hdr + 24);
-  uint64_t keys = get64(hdr + 32), sources = get64(hdr + 40), payload = get64(hdr + 48);
-  uint64_t sum = get64(hdr + 56), psum = get64(hdr + 64);
+  info->created_ms = intake_le_get64(hdr + 16);
+  info->window_ms = intake_le_get64(hdr + 24);
+  uint64_t keys = intake_le_get64(hdr + 32), sources = intake_le_get64(hdr + 40), payload = intake_le_get64(hdr + 48);
+  uint64_t sum = intake_le_get64(hdr + 56), psum = intake_le_get64(hdr + 64);
   info->keys = keys;
   info->sources = sources;
   if (keys > MAX_KEYS || sources > MAX_SOURCES)
     FAIL(-EINVAL, "implausible counts: %llu keys, %llu sources", (unsigned long long)keys,
          (unsigned long long)sources);
   uint64_t content = keys * KEY_BYTES + sources * SRC_BYTES; /* < 2^37: no overflow */
-  if (payload != (uint64_t)stb.st_size - INTAKE_SNAPSHOT_HEADER_BYTES)
+  if (payload != info->bytes - INTAKE_SNAPSHOT_HEADER_BYTES)
     FAIL(-EINVAL, "%s: the file has %llu payload bytes, the header says %llu",
-         payload > (uint64_t)stb.st_size - INTAKE_SNAPSHOT_HEADER_BYTES ? "truncated"
+         payload > info->bytes - INTAKE_SNAPSHOT_HEADER_BYTES ? "truncated"
                                                                         : "trailing bytes",
-         (unsigned long long)((uint64_t)stb.st_size - INTAKE_SNAPSHOT_HEADER_BYTES),
+         (unsigned long long)(info->bytes - INTAKE_SNAPSHOT_HEADER_BYTES),
          (unsigned long long)payload);
   if (content > 4096 && (content - 4096) / MAX_RATIO > payload)
     FAIL(-EINVAL, "declared content of %llu bytes from %llu compressed: refused as a zstd bomb",
