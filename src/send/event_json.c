@@ -373,7 +373,11 @@ int intake_send_event_parse(const char *line, size_t len, Intake__V1__Event **ou
   json_error_t je;
   json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
   if (!root)
-    return fail(&c, "column %d: invalid JSON: %s", je.column, je.text);
+    return fail(&c, "column %d: invalid JSON: %s%s", je.column, je.text,
+                strstr(je.text, "too big integer")
+                    ? " (write 64-bit integers as strings, \"seq\":\"18446744073709551615\", as "
+                      "the proto3 JSON mapping does)"
+                    : "");
   int rc = -1;
   Intake__V1__Event *ev = NULL;
   if (!json_is_object(root)) {

@@ -12,7 +12,8 @@
  * Read as any protobuf JSON parser reads it:
  * - field names in proto form (source_id) or lowerCamelCase (sourceId), not both in one object;
  * - 64-bit and 32-bit integers as numbers or decimal strings; a number with a fraction, a value
- *   out of the field's range or a negative unsigned value is an error;
+ *   out of the field's range or a negative unsigned value is an error (a number above 2^63-1,
+ *   past jansson's integers, must be a string, which is how the mapping prints 64-bit ones);
  * - source_kind as the enum name, its number, or (a convenience, as conf/intaked.yaml spells
  *   kinds) the short name in any case: "sensor", "camera", "alarm_input", "platform", "other";
  * - lon/lat as numbers, numeric strings or "NaN", "Infinity", "-Infinity";
@@ -20,9 +21,9 @@
  * - null for any field means its default; a missing field is its default;
  * - unknown fields, duplicate keys, a value of the wrong JSON type and anything after the
  *   object are errors (a misspelt field would otherwise vanish silently).
- * A whole intake-tail line ({"topic":…,"headers":{…},"event":{…}}) is accepted too: its "event"
- * is read and the record's place, key and headers are ignored, so tail's output can be sent back
- * as it is.
+ * A whole intake-tail line ({"topic":…,"headers":{…},"event":{…}}) is accepted too: its
+ * "event" is read and the record's place, key and headers are ignored, so tail's output can be
+ * sent back as it is.
  *
  * Nothing here checks what intaked validates (ids present, severity <= 9, time skew, sizes):
  * such an event is sent and intaked's answer says what is wrong with it. */

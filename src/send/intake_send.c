@@ -160,7 +160,8 @@ static int parse_args(int argc, char **argv, opts_t *o) {
          O_RETRIES };
   static const struct option longs[] = {
       {"address", required_argument, 0, 'a'},     {"gateway-id", required_argument, 0, 'g'},
-      {"token", required_argument, 0, O_TOKEN},   {"token-file", required_argument, 0, O_TOKEN_FILE},
+      {"token", required_argument, 0, O_TOKEN},
+      {"token-file", required_argument, 0, O_TOKEN_FILE},
       {"window", required_argument, 0, 'w'},      {"batch", required_argument, 0, 'n'},
       {"zstd", no_argument, 0, 'z'},              {"tls", no_argument, 0, O_TLS},
       {"ca", required_argument, 0, O_CA},         {"cert", required_argument, 0, O_CERT},
