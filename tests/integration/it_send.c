@@ -1,0 +1,272 @@
+/* intake-send against the real broker: a file of JSON lines (good events, an event intaked
+ * rejects, lines that are not events, a blank line) goes through intaked; each event's outcome
+ * is printed on its own line, each bad line is reported as file:line on stderr without stopping
+ * the others, and the exit status says what happened (0, 1, 2, 3). The events reach Kafka once,
+ * with every field as written; a retransmit (zstd, one event per batch, window 1) is answered
+ * duplicate and produces nothing. Round trip: what intake-tail prints of those records, sent
+ * by intake-send to a second intaked, is accepted there and produces the very same record
+ * values. */
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "itest.h"
+
+static const char CONFIG[] =
+    "listen:\n"
+    "  port: ${PORT}\n"
+    "admin:\n"
+    "  enabled: false\n"
+    "kafka:\n"
+    "  mode: brokers\n"
+    "  brokers: ${BROKERS}\n"
+    "routes:\n"
+    "  default_topic: ${P}.events\n"
+    "  dead_letter_topic: ${P}.dlq\n"
+    "  rules:\n"
+    "    - name: fire\n"
+    "      match: {type: smoke.alarm}\n"
+    "      topics: ${P}.fire\n";
+
+/* The second intaked of the round trip: everything to one topic. */
+static const char CONFIG_COPY[] =
+    "listen:\n"
+    "  port: ${PORT}\n"
+    "admin:\n"
+    "  enabled: false\n"
+    "kafka:\n"
+    "  mode: brokers\n"
+    "  brokers: ${BROKERS}\n"
+    "routes:\n"
+    "  default_topic: ${P}.copy\n"
+    "  dead_letter_topic: ${P}.dlq2\n";
+
+typedef struct {
+  int status;
+  char *out, *err;
+} run_t;
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  IT_CHECKF(f != NULL, "%s: cannot open", path);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    fwrite(chunk, 1, n, m);
+  fclose(m);
+  fclose(f);
+  return buf;
+}
+
+/* Runs `intake-send ARGS` (stdin /dev/null unless ARGS redirects it later) and collects its
+ * exit status, stdout and stderr. */
+static run_t send_cmd(const char *args) {
+  char cmd[4096], out[512], err[512];
+  snprintf(out, sizeof out, "%s/send.out", itest_dir());
+  snprintf(err, sizeof err, "%s/send.err", itest_dir());
+  snprintf(cmd, sizeof cmd, "%s --timeout 30s </dev/null %s >%s 2>%s", ITEST_SEND, args, out,
+           err);
+  int st = system(cmd);
+  IT_CHECKF(st != -1 && WIFEXITED(st), "intake-send did not exit normally: %d", st);
+  run_t r = {WEXITSTATUS(st), slurp(out), slurp(err)};
+  itest_log("intake-send %s -> %d\n%s%s", args, r.status, r.out, r.err);
+  return r;
+}
+
+static void run_free(run_t *r) {
+  free(r->out);
+  free(r->err);
+}
+
+static void expect_in(const char *text, const char *want) {
+  IT_CHECKF(strstr(text, want) != NULL, "wanted \"%s\" in:\n%s", want, text);
+}
+
+static size_t count_lines(const char *text) {
+  size_t n = 0;
+  for (; *text; text++)
+    n += *text == '\n';
+  return n;
+}
+
+static const itest_record_t *by_key(const itest_records_t *rs, const char *key) {
+  const itest_record_t *found = NULL;
+  for (size_t i = 0; i < rs->n; i++)
+    if (rs->v[i].key && !strcmp(rs->v[i].key, key)) {
+      IT_CHECKF(found == NULL, "two records with key %s", key);
+      found = &rs->v[i];
+    }
+  IT_CHECKF(found != NULL, "no record with key %s", key);
+  return found;
+}
+
+int main(void) {
+  itest_init("send", true, 170);
+  const char *topics[] = {itest_topic("events"), itest_topic("fire"), itest_topic("dlq"),
+                          itest_topic("copy")};
+  itest_create_topics(itest_bootstrap(), topics, 4, 2);
+  itest_daemon_t d, copy;
+  itest_daemon_start(&d, "main", CONFIG);
+
+  char in[512], good[512], args[2048];
+  snprintf(in, sizeof in, "%s/in.jsonl", itest_dir());
+  snprintf(good, sizeof good, "%s/good.jsonl", itest_dir());
+  int64_t now = itest_now_ms();
+  FILE *f = fopen(in, "w");
+  IT_CHECK(f != NULL);
+  /* 1: a smoke alarm with every field (route fire) */
+  fprintf(f,
+          "{\"source_id\":\"smoke-1\",\"source_kind\":\"SOURCE_KIND_SENSOR\",\"event_id\":\"e-1\","
+          "\"seq\":\"5\",\"type\":\"smoke.alarm\",\"severity\":1,\"time_ms\":\"%lld\","
+          "\"location\":{\"lon\":120.07,\"lat\":29.31,\"region\":\"330782\"},"
+          "\"attributes\":{\"value\":\"42\",\"unit\":\"ppm\"},\"payload\":\"AAH/\","
+          "\"clear\":false}\n",
+          (long long)now - 1000);
+  /* 2: a camera clear, camelCase and short kind */
+  fprintf(f, "{\"sourceId\":\"cam-1\",\"sourceKind\":\"camera\",\"eventId\":\"e-2\","
+             "\"type\":\"gb28181.alarm.6\",\"severity\":\"2\",\"timeMs\":%lld,\"clear\":true}\n",
+          (long long)now - 2000);
+  fprintf(f, "\n");                                                           /* 3: blank */
+  fprintf(f, "{\"source_id\":\"smoke-9\" \"event_id\":\"x\"}\n");             /* 4: bad JSON */
+  fprintf(f, "{\"source_id\":\"smoke-2\",\"source_kind\":1,\"event_id\":\"e-5\",\"type\":\"t\","
+             "\"severity\":12,\"time_ms\":\"%lld\"}\n", /* 5: rejected by intaked */
+          (long long)now);
+  fprintf(f, "{\"source_id\":\"smoke-3\",\"sevrity\":1}\n");               /* 6: misspelt */
+  /* 7: no time_ms: --now stamps it */
+  fprintf(f, "{\"source_id\":\"gas-1\",\"source_kind\":\"sensor\",\"event_id\":\"e-7\","
+             "\"type\":\"gas.level\",\"attributes\":{\"ppm\":\"7\"}}");  /* no final newline */
+  fclose(f);
+  f = fopen(good, "w");
+  IT_CHECK(f != NULL);
+  fprintf(f, "{\"source_id\":\"cam-1\",\"source_kind\":2,\"event_id\":\"e-2\",\"type\":\"x\","
+             "\"time_ms\":\"%lld\"}\n", (long long)now);
+  fclose(f);
+
+  /* First send: three accepted, one rejected, two bad lines: status 1. */
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u -g gw-send --now %s", d.port, in);
+  run_t r = send_cmd(args);
+  IT_CHECK_INT(r.status, 1);
+  char want[2048];
+  snprintf(want, sizeof want,
+           "%s:1 accepted smoke-1 e-1\n%s:2 accepted cam-1 e-2\n"
+           "%s:5 rejected smoke-2 e-5 bad_severity: ",
+           in, in, in);
+  IT_CHECKF(!strncmp(r.out, want, strlen(want)), "stdout:\n%s\nwanted first:\n%s", r.out, want);
+  snprintf(want, sizeof want, "%s:7 accepted gas-1 e-7\n", in);
+  expect_in(r.out, want);
+  IT_CHECK_INT(count_lines(r.out), 4);
+  snprintf(want, sizeof want, "%s:4: column ", in);
+  expect_in(r.err, want);
+  snprintf(want, sizeof want, "%s:6: unknown field \"sevrity\"", in);
+  expect_in(r.err, want);
+  expect_in(r.err, "intake-send: 4 events: 3 accepted, 0 duplicate, 0 converged, 1 rejected, "
+                   "0 unanswered; 2 bad lines\n");
+  run_free(&r);
+
+  /* A retransmit, zstd, one event a batch, window 1: duplicates, produced nothing. */
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u -g gw-send --now -z -w 1 -n 1 - < %s", d.port,
+           in);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 1);
+  expect_in(r.out, "<stdin>:1 duplicate smoke-1 e-1\n<stdin>:2 duplicate cam-1 e-2\n"
+                   "<stdin>:5 rejected smoke-2 e-5 bad_severity: ");
+  expect_in(r.out, "<stdin>:7 duplicate gas-1 e-7\n");
+  expect_in(r.err, "<stdin>:4: column ");
+  expect_in(r.err, "0 accepted, 3 duplicate, 0 converged, 1 rejected");
+  run_free(&r);
+
+  /* Only duplicates and nothing bad: status 0. */
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u %s", d.port, good);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 0);
+  snprintf(want, sizeof want, "%s:1 duplicate cam-1 e-2\n", good);
+  IT_CHECK_STR(r.out, want);
+  run_free(&r);
+
+  /* Bad options: 2; nobody listening: 3; an unreadable file: 1 (after the rest is sent). */
+  r = send_cmd("--window 0");
+  IT_CHECK_INT(r.status, 2);
+  expect_in(r.err, "--window: expected a whole number");
+  run_free(&r);
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u %s", itest_closed_port(), good);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 3);
+  expect_in(r.err, "intake-send: connect 127.0.0.1 port ");
+  run_free(&r);
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u %s/missing.jsonl %s", d.port, itest_dir(), good);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 1);
+  expect_in(r.err, "missing.jsonl: No such file or directory");
+  expect_in(r.out, "duplicate cam-1 e-2");
+  run_free(&r);
+
+  /* Kafka has each event once, with every field as written. */
+  itest_records_t fire = itest_consume(itest_bootstrap(), itest_topic("fire"), 1, 20000);
+  itest_records_t events = itest_consume(itest_bootstrap(), itest_topic("events"), 2, 20000);
+  /* A rejected event is not remembered: both sends of it went to the dead-letter topic. */
+  itest_records_t dlq = itest_consume(itest_bootstrap(), itest_topic("dlq"), 2, 20000);
+  IT_CHECK_INT(fire.n, 1);
+  IT_CHECK_INT(events.n, 2);
+  IT_CHECK_INT(dlq.n, 2);
+  IT_CHECK_STR(itest_record_header(&dlq.v[0], "reject_reason"), "bad_severity");
+  IT_CHECK_STR(itest_record_header(&dlq.v[1], "reject_reason"), "bad_severity");
+  IT_CHECK_STR(itest_record_header(&fire.v[0], "gateway_id"), "gw-send");
+  Intake__V1__Event *e = itest_record_event(by_key(&fire, "smoke-1"));
+  IT_CHECK_STR(e->event_id, "e-1");
+  IT_CHECK_INT(e->source_kind, INTAKE__V1__SOURCE_KIND__SOURCE_KIND_SENSOR);
+  IT_CHECK_INT(e->seq, 5);
+  IT_CHECK_INT(e->severity, 1);
+  IT_CHECK_INT(e->time_ms, now - 1000);
+  IT_CHECK(e->location && e->location->lon == 120.07 && e->location->lat == 29.31);
+  IT_CHECK_STR(e->location->region, "330782");
+  IT_CHECK_INT(e->n_attributes, 2);
+  IT_CHECK_STR(e->attributes[0]->key, "value");
+  IT_CHECK_STR(e->attributes[1]->value, "ppm");
+  IT_CHECK(e->payload.len == 3 && !memcmp(e->payload.data, "\x00\x01\xff", 3));
+  intake__v1__event__free_unpacked(e, NULL);
+  e = itest_record_event(by_key(&events, "cam-1"));
+  IT_CHECK_INT(e->source_kind, INTAKE__V1__SOURCE_KIND__SOURCE_KIND_CAMERA);
+  IT_CHECK_INT(e->severity, 2);
+  IT_CHECK(e->clear);
+  IT_CHECK(e->location == NULL);
+  intake__v1__event__free_unpacked(e, NULL);
+  e = itest_record_event(by_key(&events, "gas-1"));
+  IT_CHECKF(e->time_ms >= now && e->time_ms <= itest_now_ms(), "--now: time_ms %lld",
+            (long long)e->time_ms);
+  intake__v1__event__free_unpacked(e, NULL);
+
+  /* Round trip: intake-tail's lines, as they are, into a second intaked. */
+  char tailed[512], cmd[2048];
+  snprintf(tailed, sizeof tailed, "%s/tail.jsonl", itest_dir());
+  snprintf(cmd, sizeof cmd, "%s -b %s -t %s -t %s --from-beginning -n 3 --timeout 20s > %s",
+           ITEST_TAIL, itest_bootstrap(), itest_topic("fire"), itest_topic("events"), tailed);
+  IT_CHECK_INT(system(cmd), 0);
+  itest_daemon_start(&copy, "copy", CONFIG_COPY);
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u -g gw-copy %s", copy.port, tailed);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 0);
+  IT_CHECK_INT(count_lines(r.out), 3);
+  expect_in(r.err, "3 events: 3 accepted, 0 duplicate");
+  run_free(&r);
+  itest_records_t copied = itest_consume(itest_bootstrap(), itest_topic("copy"), 3, 20000);
+  IT_CHECK_INT(copied.n, 3);
+  const char *keys[] = {"smoke-1", "cam-1", "gas-1"};
+  for (int i = 0; i < 3; i++) {
+    const itest_record_t *a = by_key(i == 0 ? &fire : &events, keys[i]);
+    const itest_record_t *b = by_key(&copied, keys[i]);
+    IT_CHECKF(a->value_len == b->value_len && !memcmp(a->value, b->value, a->value_len),
+              "%s: the value sent back differs from the original", keys[i]);
+    IT_CHECK_STR(itest_record_header(b, "dedup_key"), itest_record_header(a, "dedup_key"));
+  }
+  itest_records_free(&copied);
+  itest_records_free(&fire);
+  itest_records_free(&events);
+  itest_records_free(&dlq);
+
+  IT_CHECK_INT(itest_daemon_stop(&copy, 20000), 0);
+  IT_CHECK_INT(itest_daemon_stop(&d, 20000), 0);
+  itest_finish();
+  return 0;
+}
