@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev librdkafka-dev libprotobuf-c-dev
       protobuf-c-compiler libzstd-dev libyaml-dev libxxhash-dev libmicrohttpd-dev
-      libcmocka-dev libssl-dev kcat python3)
+      libcmocka-dev libssl-dev libjansson-dev kcat python3)
 # clang + libclang-rt-14-dev: the libFuzzer targets (tests/fuzz/) with ASan + UBSan; Debian's
 # clang-14 does not pull in the compiler-rt runtimes (fuzzer, asan, ubsan) by itself.
 [ "${1:-}" = "--test" ] && pkgs+=(openjdk-17-jre-headless maven clang libclang-rt-14-dev valgrind openssl)
