@@ -68,7 +68,7 @@ if ! podman image exists "$base"; then
     rm -f "$rootfs/etc/apt/sources.list"
   fi
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["bash"]' - "$base" >/dev/null
+  tar -C "$rootfs" -c . | podman import --quiet --change 'CMD ["bash"]' - "$base" >/dev/null
   rm -rf "$rootfs"
   trap - EXIT
 fi
@@ -115,7 +115,8 @@ trap 'podman rm -f "$name" >/dev/null 2>&1 || true' EXIT
 podman run -d --name "$name" -p "127.0.0.1:$gw_port:7400" -p "127.0.0.1:$admin_port:9400" \
   -v "$state/intaked.yaml:/etc/intake/intaked.yaml:ro" \
   --read-only --cap-drop ALL --security-opt no-new-privileges "$image" >/dev/null \
-  || die "podman run failed"
+  2>"$state/run.err" || { cat "$state/run.err"; die "podman run failed"; }
+# (run.err holds podman's complaint that there is no systemd to schedule the health check.)
 logs_on_fail=1
 t_start=$SECONDS
 
