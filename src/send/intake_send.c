@@ -344,6 +344,8 @@ static int open_session(sender_t *s, int *fatal) {
 }
 
 static int send_batch(sender_t *s, batch_t *b) {
+  if (!s->c)
+    return -ENOTCONN;
   Intake__V1__Event **evs = malloc((b->n ? b->n : 1) * sizeof *evs);
   if (!evs)
     return -ENOMEM;
@@ -497,6 +499,27 @@ static void drain(sender_t *s) {
     wait_one(s);
 }
 
+/* intaked closes a connection idle for listen.idle_timeout (ERROR TIMEOUT), e.g. while a person
+ * types the next line. Found before the next batch goes out, that is no failure: a new session
+ * is opened without counting against --retries. */
+static void reopen_if_closed(sender_t *s) {
+  if (!s->c)
+    return;
+  struct pollfd p = {intake_client_fd(s->c), POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0)
+    return;
+  intake_client_msg_t m;
+  int rc = intake_client_recv(s->c, 0, &m);
+  int closed = (rc < 0 && rc != -ETIMEDOUT) || (rc == 0 && m.error);
+  intake_client_msg_free(&m);
+  if (!closed)
+    return;
+  intake_client_close(s->c);
+  s->c = NULL;
+  int fatal;
+  open_session(s, &fatal); /* on failure send_batch() finds no client and reconnect() retries */
+}
+
 /* Sends the batch being filled, first making room in the window. */
 static void flush(sender_t *s) {
   if (s->cur_n == 0)
@@ -516,6 +539,8 @@ static void flush(sender_t *s) {
     batch_unanswered(s, b, "(not sent: intaked could not be reached)");
     return;
   }
+  if (s->n_inflight == 1) /* only this batch: nothing else is waiting for an answer */
+    reopen_if_closed(s);
   if (send_batch(s, b) < 0)
     reconnect(s, "(connection lost)");
 }
@@ -533,13 +558,14 @@ static void add_event(sender_t *s, Intake__V1__Event *ev, const char *file, unsi
   }
   if (s->cur_n > 0 && s->cur_bytes + sz > room)
     flush(s);
-  if (!s->cur && !(s->cur = malloc(s->batch_max * sizeof *s->cur))) {
+  /* Room for --batch: a reconnect may bring a WELCOME with a larger cap than the last one. */
+  if (!s->cur && !(s->cur = malloc(s->o.batch * sizeof *s->cur))) {
     fprintf(stderr, "intake-send: out of memory\n");
     exit(EXIT_TROUBLE);
   }
   s->cur[s->cur_n++] = (item_t){ev, file, line};
   s->cur_bytes += sz;
-  if (s->cur_n == s->batch_max)
+  if (s->cur_n >= s->batch_max)
     flush(s);
 }
 
@@ -647,6 +673,9 @@ int main(int argc, char **argv) {
   flush(&s);
   drain(&s);
   fflush(stdout);
+  if (s.gave_up)
+    fprintf(stderr, "intake-send: gave up on intaked; input after the last line reported above "
+                    "was not sent\n");
   intake_client_close(s.c);
 
   uint64_t sent = s.accepted + s.duplicate + s.converged + s.rejected + s.unanswered;

@@ -242,7 +242,7 @@ static void test_json_encoding_round_trip(void **state) {
     }
     Intake__V1__Event__AttributesEntry attrs[3], *ap[3];
     e.n_attributes = (size_t)(rand() % 4);
-    char keys[3][8];
+    char keys[3][24];
     for (size_t i = 0; i < e.n_attributes; i++) {
       intake__v1__event__attributes_entry__init(&attrs[i]);
       snprintf(keys[i], sizeof keys[i], "k%zu", i);
