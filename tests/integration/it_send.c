@@ -5,9 +5,14 @@
  * with every field as written; a retransmit (zstd, one event per batch, window 1) is answered
  * duplicate and produces nothing. Round trip: what intake-tail prints of those records, sent
  * by intake-send to a second intaked, is accepted there and produces the very same record
- * values. */
+ * values. Typing: lines written one at a time into intake-send's stdin are answered one at a
+ * time, also after intaked closed the idle connection in between. */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "itest.h"
 
@@ -31,6 +36,7 @@ static const char CONFIG[] =
 static const char CONFIG_COPY[] =
     "listen:\n"
     "  port: ${PORT}\n"
+    "  idle_timeout: 1s\n"
     "admin:\n"
     "  enabled: false\n"
     "kafka:\n"
@@ -89,6 +95,60 @@ static size_t count_lines(const char *text) {
   for (; *text; text++)
     n += *text == '\n';
   return n;
+}
+
+/* Waits at most timeout_ms until the file at `path` contains `needle`. */
+static void wait_file(const char *path, const char *needle, int timeout_ms) {
+  int64_t deadline = itest_mono_ms() + timeout_ms;
+  for (;;) {
+    int found = 0;
+    if (access(path, R_OK) == 0) { /* the shell creates it after opening the FIFO */
+      char *text = slurp(path);
+      found = strstr(text, needle) != NULL;
+      free(text);
+    }
+    if (found)
+      return;
+    IT_CHECKF(itest_mono_ms() < deadline, "no \"%s\" in %s within %d ms", needle, path,
+              timeout_ms);
+    itest_sleep_ms(50);
+  }
+}
+
+/* A person typing: intake-send reads a FIFO; each line is answered before the next is written,
+ * and intaked closes the idle connection between two of them. */
+static void typing(itest_daemon_t *d) {
+  char fifo[512], out[512], err[512], cmd[2048];
+  snprintf(fifo, sizeof fifo, "%s/typing", itest_dir());
+  snprintf(out, sizeof out, "%s/typing.out", itest_dir());
+  snprintf(err, sizeof err, "%s/typing.err", itest_dir());
+  IT_CHECK(mkfifo(fifo, 0600) == 0);
+  snprintf(cmd, sizeof cmd, "exec %s -a 127.0.0.1:%u --now --retries 0 <%s >%s 2>%s", ITEST_SEND,
+           d->port, fifo, out, err);
+  pid_t pid = fork();
+  IT_CHECK(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  FILE *w = fopen(fifo, "w"); /* opens once the child has it open for reading */
+  IT_CHECK(w != NULL);
+  fprintf(w, "{\"source_id\":\"typist\",\"source_kind\":1,\"event_id\":\"t-1\",\"type\":\"t\"}\n");
+  fflush(w);
+  wait_file(out, "<stdin>:1 accepted typist t-1\n", 20000);
+  char *line = itest_daemon_wait_log(d, "idle for listen.idle_timeout", 20000);
+  IT_CHECKF(line != NULL, "intaked did not close the idle connection");
+  free(line);
+  fprintf(w, "{\"source_id\":\"typist\",\"source_kind\":1,\"event_id\":\"t-2\",\"type\":\"t\"}\n");
+  fflush(w);
+  wait_file(out, "<stdin>:2 accepted typist t-2\n", 20000);
+  fclose(w);
+  int st;
+  IT_CHECK(waitpid(pid, &st, 0) == pid);
+  char *e = slurp(err);
+  IT_CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "typing: status %d, stderr:\n%s", st, e);
+  expect_in(e, "2 events: 2 accepted");
+  free(e);
 }
 
 static const itest_record_t *by_key(const itest_records_t *rs, const char *key) {
@@ -264,6 +324,8 @@ int main(void) {
   itest_records_free(&fire);
   itest_records_free(&events);
   itest_records_free(&dlq);
+
+  typing(&copy);
 
   IT_CHECK_INT(itest_daemon_stop(&copy, 20000), 0);
   IT_CHECK_INT(itest_daemon_stop(&d, 20000), 0);
