@@ -343,7 +343,11 @@ static int open_session(sender_t *s, int *fatal) {
   return 0;
 }
 
+/* Sends b under a new sequence number (a nonzero seq also marks its slot taken, so a batch
+ * that could not go out is still resent by reconnect()). */
 static int send_batch(sender_t *s, batch_t *b) {
+  b->seq = ++s->next_seq;
+  b->tries++;
   if (!s->c)
     return -ENOTCONN;
   Intake__V1__Event **evs = malloc((b->n ? b->n : 1) * sizeof *evs);
@@ -351,8 +355,6 @@ static int send_batch(sender_t *s, batch_t *b) {
     return -ENOMEM;
   for (size_t i = 0; i < b->n; i++)
     evs[i] = b->items[i].ev;
-  b->seq = ++s->next_seq;
-  b->tries++;
   int rc = intake_client_send_batch(s->c, b->seq, evs, b->n, s->o.zstd ? INTAKE_CLIENT_ZSTD : 0);
   free(evs);
   return rc;

@@ -6,7 +6,8 @@
  * duplicate and produces nothing. Round trip: what intake-tail prints of those records, sent
  * by intake-send to a second intaked, is accepted there and produces the very same record
  * values. Typing: lines written one at a time into intake-send's stdin are answered one at a
- * time, also after intaked closed the idle connection in between. */
+ * time, also after intaked closed the idle connection in between. TLS with a client
+ * certificate. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -118,7 +119,7 @@ static void wait_file(const char *path, const char *needle, int timeout_ms) {
 /* A person typing: intake-send reads a FIFO; each line is answered before the next is written,
  * and intaked closes the idle connection between two of them. */
 static void typing(itest_daemon_t *d) {
-  char fifo[512], out[512], err[512], cmd[2048];
+  char fifo[512], out[512], err[512], cmd[4096];
   snprintf(fifo, sizeof fifo, "%s/typing", itest_dir());
   snprintf(out, sizeof out, "%s/typing.out", itest_dir());
   snprintf(err, sizeof err, "%s/typing.err", itest_dir());
@@ -149,6 +150,49 @@ static void typing(itest_daemon_t *d) {
   IT_CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "typing: status %d, stderr:\n%s", st, e);
   expect_in(e, "2 events: 2 accepted");
   free(e);
+}
+
+/* Over TLS with a client certificate that intaked requires and binds to the gateway id. */
+static void over_tls(const char *events_file) {
+  char certs[512], conf[4096], args[4096], cmd[2048];
+  snprintf(certs, sizeof certs, "%s/certs", itest_dir());
+  snprintf(cmd, sizeof cmd, "'%s/tests/tls/make-certs.sh' '%s' gw-1 >/dev/null", ITEST_SOURCE_DIR,
+           certs);
+  IT_CHECK_INT(system(cmd), 0);
+  snprintf(conf, sizeof conf,
+           "listen:\n"
+           "  port: ${PORT}\n"
+           "  tls:\n"
+           "    cert_file: \"%s/server.pem\"\n"
+           "    key_file: \"%s/server.key\"\n"
+           "    client_ca_file: \"%s/ca.pem\"\n"
+           "    require_client_cert: true\n"
+           "    match_gateway_id: true\n"
+           "admin:\n"
+           "  enabled: false\n"
+           "kafka:\n"
+           "  mode: brokers\n"
+           "  brokers: ${BROKERS}\n"
+           "routes:\n"
+           "  default_topic: ${P}.tls\n"
+           "  dead_letter_topic: ${P}.dlq3\n",
+           certs, certs, certs);
+  itest_daemon_t d;
+  itest_daemon_start(&d, "tls", conf);
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u -g gw-1 --ca %s/ca.pem --cert %s/gw-1.pem "
+           "--key %s/gw-1.key -z %s", d.port, certs, certs, certs, events_file);
+  run_t r = send_cmd(args);
+  IT_CHECK_INT(r.status, 0);
+  expect_in(r.out, "accepted cam-1 e-2");
+  run_free(&r);
+  /* No client certificate: refused, nothing sent, status 3. */
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u -g gw-1 --ca %s/ca.pem %s", d.port, certs,
+           events_file);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 3);
+  IT_CHECK_STR(r.out, "");
+  run_free(&r);
+  IT_CHECK_INT(itest_daemon_stop(&d, 20000), 0);
 }
 
 static const itest_record_t *by_key(const itest_records_t *rs, const char *key) {
@@ -326,6 +370,7 @@ int main(void) {
   itest_records_free(&dlq);
 
   typing(&copy);
+  over_tls(good);
 
   IT_CHECK_INT(itest_daemon_stop(&copy, 20000), 0);
   IT_CHECK_INT(itest_daemon_stop(&d, 20000), 0);
