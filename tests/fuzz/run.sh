@@ -5,7 +5,8 @@
 # build-fuzz/corpus/<name>/, never into the repo). Exits non-zero when a target crashes, leaks,
 # hangs or breaks an invariant; the input is saved as build-fuzz/artifacts/<target>-crash-*.
 #
-#   tests/fuzz/run.sh [SECONDS] [TARGET...]      TARGET: fuzz_batch fuzz_frame fuzz_config
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]
+#                       TARGET: fuzz_batch fuzz_frame fuzz_config fuzz_send_json
 #
 # Reproduce one input: build-fuzz/tests/fuzz/fuzz_batch FILE
 set -euo pipefail
@@ -13,7 +14,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(fuzz_batch fuzz_frame fuzz_config)
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_batch fuzz_frame fuzz_config fuzz_send_json)
 build=${INTAKE_FUZZ_BUILD:-$root/build-fuzz}
 
 CC=clang cmake -S "$root" -B "$build" -DINTAKE_FUZZ=ON -DINTAKE_TESTS=OFF \
