@@ -23,6 +23,7 @@
 #include "send/event_json.h"
 
 #define MAX_WINDOW 256
+#define MAX_LINE (64 << 20) /* intaked's largest frame (gateway.max_frame_bytes) is 64 MiB */
 #define DEFAULT_PORT 7400
 
 enum { EXIT_OK = 0, EXIT_NOT_ALL = 1, EXIT_USAGE = 2, EXIT_TROUBLE = 3 };
@@ -578,21 +579,30 @@ static void add_event(sender_t *s, Intake__V1__Event *ev, const char *file, unsi
 /* Reads one input line by line with read(2), so that it can tell when the next read would
  * block: then the events read so far are sent and answered first. */
 static int read_input(sender_t *s, int fd, const char *name) {
-  size_t cap = 1 << 16, start = 0, end = 0;
+  size_t cap = 1 << 16, start = 0, end = 0, scanned = 0;
   char *buf = malloc(cap);
   unsigned long lineno = 0;
-  int eof = 0, rc = 0;
+  int eof = 0, rc = 0, too_long = 0;
   char err[512];
   if (!buf)
     return -1;
   while (!s->gave_up) {
-    char *nl = memchr(buf + start, '\n', end - start);
+    char *nl = memchr(buf + scanned, '\n', end - scanned);
+    scanned = nl ? (size_t)(nl - buf) : end; /* a long line is searched once, not per read */
     if (!nl && !eof) {
       if (start > 0) {
         memmove(buf, buf + start, end - start);
-        end -= start, start = 0;
+        end -= start, scanned -= start, start = 0;
       }
-      if (end == cap) {
+      if (end == cap && cap >= MAX_LINE) {
+        /* Longer than any frame intaked takes: drop it up to its newline, say so once. */
+        if (!too_long)
+          fprintf(stderr, "%s:%lu: line longer than %d MiB, not read\n", name, lineno + 1,
+                  MAX_LINE >> 20);
+        s->bad += !too_long;
+        too_long = 1;
+        end = scanned = 0;
+      } else if (end == cap) {
         char *nb = realloc(buf, cap * 2);
         if (!nb) {
           rc = -1;
@@ -623,7 +633,12 @@ static int read_input(sender_t *s, int fd, const char *name) {
     size_t len = nl ? (size_t)(nl - (buf + start)) : end - start;
     const char *line = buf + start;
     start += len + (nl ? 1 : 0);
+    scanned = start;
     lineno++;
+    if (too_long) { /* the rest of the line dropped above */
+      too_long = 0;
+      continue;
+    }
     if (intake_send_line_blank(line, len))
       continue;
     Intake__V1__Event *ev;
