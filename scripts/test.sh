@@ -29,7 +29,10 @@ run_suite() {
 echo "== build + tests (RelWithDebInfo, -Werror)"
 run_suite "$root/build-test" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ $quick = 1 ]; then
-  [ "${INTAKE_CONTAINER_TEST:-0}" = 1 ] && { echo "== container image"; bash "$root/tests/container.sh"; }
+  if [ "${INTAKE_CONTAINER_TEST:-0}" = 1 ]; then
+    echo "== container image"
+    bash "$root/tests/container.sh"
+  fi
   exit 0
 fi
 
