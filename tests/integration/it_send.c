@@ -6,8 +6,8 @@
  * duplicate and produces nothing. Round trip: what intake-tail prints of those records, sent
  * by intake-send to a second intaked, is accepted there and produces the very same record
  * values. Typing: lines written one at a time into intake-send's stdin are answered one at a
- * time, also after intaked closed the idle connection in between. TLS with a client
- * certificate. */
+ * time, also after intaked closed the idle connection in between. Repeats on a converged
+ * route are answered converged (status 0). TLS with a client certificate. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -45,7 +45,12 @@ static const char CONFIG_COPY[] =
     "  brokers: ${BROKERS}\n"
     "routes:\n"
     "  default_topic: ${P}.copy\n"
-    "  dead_letter_topic: ${P}.dlq2\n";
+    "  dead_letter_topic: ${P}.dlq2\n"
+    "  rules:\n"
+    "    - name: storm\n"
+    "      match: {type: storm.alarm}\n"
+    "      topics: ${P}.copy\n"
+    "      converge: {window: 1m}\n";
 
 typedef struct {
   int status;
@@ -368,6 +373,24 @@ int main(void) {
   itest_records_free(&fire);
   itest_records_free(&events);
   itest_records_free(&dlq);
+
+  /* A camera repeating an alarm on a converged route: the repeats are answered converged. */
+  char storm[512];
+  snprintf(storm, sizeof storm, "%s/storm.jsonl", itest_dir());
+  f = fopen(storm, "w");
+  IT_CHECK(f != NULL);
+  for (int i = 1; i <= 3; i++)
+    fprintf(f, "{\"source_id\":\"cam-9\",\"source_kind\":\"camera\",\"event_id\":\"s-%d\","
+               "\"type\":\"storm.alarm\",\"severity\":2}\n", i);
+  fclose(f);
+  snprintf(args, sizeof args, "-a 127.0.0.1:%u --now %s", copy.port, storm);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 0);
+  snprintf(want, sizeof want, "%s:1 accepted cam-9 s-1\n%s:2 converged cam-9 s-2\n"
+           "%s:3 converged cam-9 s-3\n", storm, storm, storm);
+  IT_CHECK_STR(r.out, want);
+  expect_in(r.err, "3 events: 1 accepted, 0 duplicate, 2 converged");
+  run_free(&r);
 
   typing(&copy);
   over_tls(good);
