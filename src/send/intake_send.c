@@ -35,7 +35,7 @@ typedef struct {
   const char *token;
   const char *token_file;
   unsigned window, batch, retries;
-  int zstd, tls, now, quiet;
+  int zstd, tls, now, quiet, check;
   const char *ca, *cert, *key, *server_name;
   int timeout_ms;
 } opts_t;
@@ -64,6 +64,7 @@ typedef struct {
   item_t *cur;                 /* the batch being filled */
   size_t cur_n, cur_bytes;
   uint64_t accepted, duplicate, converged, rejected, unanswered, bad;
+  uint64_t checked;            /* --check: lines that are events */
   int gave_up;                 /* the connection could not be kept: stop reading */
 } sender_t;
 
@@ -90,6 +91,8 @@ static void usage(FILE *f) {
 "      --retries N            resends of a batch (RETRY, lost connection) before giving up\n"
 "                             (default 5)\n"
 "  -q, --quiet                no line per event, only errors and the summary\n"
+"      --check                only read the lines: report those that are not events, send\n"
+"                             nothing, connect to nothing (exit 0, or 1 for a bad line)\n"
 "Output: one line per event on stdout, in the order answers come:\n"
 "  FILE:LINE OUTCOME SOURCE_ID EVENT_ID [REASON: DETAIL]\n"
 "OUTCOME is accepted (in Kafka), duplicate (intaked already had it: not produced again; after\n"
@@ -160,7 +163,7 @@ static int parse_address(const char *s, opts_t *o) {
 
 static int parse_args(int argc, char **argv, opts_t *o) {
   enum { O_TOKEN = 256, O_TOKEN_FILE, O_TLS, O_CA, O_CERT, O_KEY, O_SNI, O_NOW, O_TIMEOUT,
-         O_RETRIES };
+         O_RETRIES, O_CHECK };
   static const struct option longs[] = {
       {"address", required_argument, 0, 'a'},     {"gateway-id", required_argument, 0, 'g'},
       {"token", required_argument, 0, O_TOKEN},
@@ -171,6 +174,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
       {"key", required_argument, 0, O_KEY},       {"server-name", required_argument, 0, O_SNI},
       {"now", no_argument, 0, O_NOW},             {"timeout", required_argument, 0, O_TIMEOUT},
       {"retries", required_argument, 0, O_RETRIES}, {"quiet", no_argument, 0, 'q'},
+      {"check", no_argument, 0, O_CHECK},
       {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
   int ch;
   unsigned long long v;
@@ -213,6 +217,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
       }
       break;
     case 'q': o->quiet = 1; break;
+    case O_CHECK: o->check = 1; break;
     case 'h': usage(stdout); exit(EXIT_OK);
     default: return -1;
     }
@@ -649,6 +654,11 @@ static int read_input(sender_t *s, int fd, const char *name) {
     }
     if (s->o.now && ev->time_ms == 0)
       ev->time_ms = now_ms();
+    if (s->o.check) {
+      s->checked++;
+      intake__v1__event__free_unpacked(ev, NULL);
+      continue;
+    }
     add_event(s, ev, name, lineno);
   }
   free(buf);
@@ -670,7 +680,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN); /* stdout closed by `| head`: write() fails instead */
 
   int fatal;
-  if (open_session(&s, &fatal) < 0)
+  if (!s.o.check && open_session(&s, &fatal) < 0)
     return EXIT_TROUBLE;
 
   int n_files = argc - optind;
@@ -697,6 +707,12 @@ int main(int argc, char **argv) {
                     "was not sent\n");
   intake_client_close(s.c);
 
+  if (s.o.check) {
+    fprintf(stderr, "intake-send: %llu event%s read, nothing sent (--check); %llu bad line%s\n",
+            (unsigned long long)s.checked, s.checked == 1 ? "" : "s", (unsigned long long)s.bad,
+            s.bad == 1 ? "" : "s");
+    return s.bad ? EXIT_NOT_ALL : EXIT_OK;
+  }
   uint64_t sent = s.accepted + s.duplicate + s.converged + s.rejected + s.unanswered;
   fprintf(stderr,
           "intake-send: %llu event%s: %llu accepted, %llu duplicate, %llu converged, "

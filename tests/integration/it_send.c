@@ -294,6 +294,20 @@ int main(void) {
   IT_CHECK_STR(r.out, want);
   run_free(&r);
 
+  /* --check reads and connects to nothing. */
+  snprintf(args, sizeof args, "--check -a 127.0.0.1:%u %s", itest_closed_port(), in);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 1);
+  IT_CHECK_STR(r.out, "");
+  snprintf(want, sizeof want, "%s:6: unknown field \"sevrity\"", in);
+  expect_in(r.err, want);
+  expect_in(r.err, "intake-send: 4 events read, nothing sent (--check); 2 bad lines\n");
+  run_free(&r);
+  snprintf(args, sizeof args, "--check %s", good);
+  r = send_cmd(args);
+  IT_CHECK_INT(r.status, 0);
+  run_free(&r);
+
   /* Bad options: 2; nobody listening: 3; an unreadable file: 1 (after the rest is sent). */
   r = send_cmd("--window 0");
   IT_CHECK_INT(r.status, 2);
