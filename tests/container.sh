@@ -178,4 +178,5 @@ podman kill --signal TERM "$name" >/dev/null
 code=$(timeout 60 podman wait "$name") || die "no exit within 60 s of SIGTERM"
 [ "$code" = 0 ] || die "exit status $code after SIGTERM"
 say "SIGTERM: exit 0; run checks took $((SECONDS - t_start)) s"
-say "PASS (base image $((t_base - t0)) s, image build $((t_build - t_base)) s, run $((SECONDS - t_start)) s)"
+say "PASS (base image $((t_base - t0)) s, image build $((t_build - t_base)) s," \
+    "run $((SECONDS - t_start)) s)"
