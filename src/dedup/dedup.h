@@ -24,9 +24,16 @@
  *   abort()  on a failed delivery: the key is forgotten, so the retransmit is produced
  *
  * Memory is fixed at create time from byte budgets; nothing allocates per event except the
- * in-flight map, which is bounded by what the pipeline allows in flight. When a table is full
- * of live keys, the oldest key in the probed neighbourhood is evicted and counted: the window
- * shrinks (visibly, in the counters) rather than memory growing.
+ * in-flight map, which is bounded by what the pipeline allows in flight.
+ *
+ * When memory cannot hold the window. A table keeps the keys younger than its window while
+ * they fit in 72% of its slots. When they no longer fit, the table forgets its oldest keys
+ * first, table-wide: it keeps an effective window (a horizon, in 10 ms ticks) so that the keys
+ * younger than it fit, and forgets every key older than that. The effective window is a
+ * guarantee: every key committed within it is held; no key younger than it is forgotten while
+ * an older one is kept. It shrinks as the rate grows and grows back (no faster than time
+ * passes) as the rate falls; forgotten keys are counted as evictions. See
+ * intake_dedup_stats_t.effective_window_ms and intake_dedup_event_bytes_for().
  *
  * Time. Keys are stamped in 10 ms ticks: a committed key is a duplicate for at least window_ms
  * and at most window_ms + 20 ms. A clock that steps back keeps keys (they look newer). Stamps
@@ -41,14 +48,15 @@
  * A restart from further below is judged by key only. Seqs jumping 64 or more ahead restart
  * the bitmap. Events that left the window are still caught by key.
  *
- * Sizing. The event-id table costs 12.8 bytes a slot (5 in a 64-byte line) and evicts above
- * 85% load; lookups and inserts slow down with load (linear probing over lines: 1.16 lines a
- * miss at 50%, 1.53 at 65%, 1.82 at 70%, 3.2 at 80%, 5.1 at 85%), so keep live keys at or below
- * ~60-70% of the slots, storms included: event_bytes >= 19 bytes x (events per window,
- * sequenced ones included) (20,000 events a second for 10 min: 228 MB). Every byte of the
- * budget is used, so any size works. The source table costs 32 bytes a slot:
- * source_bytes ~ 32 / 0.6 x (sequenced sources). The city (920,000 sources, 2.72 M keys,
- * 150,000 sequenced) fits 48 MiB + 8 MiB: 63.9 bytes a source (bench/ANALYSIS.md).
+ * Sizing. The event-id table costs 12.8 bytes a slot (5 in a 64-byte line) and holds live keys
+ * in at most 72% of its slots (lookups slow down with load, linear probing over lines: 1.16
+ * lines a miss at 50%, 1.53 at 65%, 1.82 at 70%, 3.2 at 80%, 5.1 at 85%): 17.8 bytes a key,
+ * event_bytes >= 17.8 bytes x (events per window, sequenced ones included, storms included);
+ * 40,000 events a second for 10 min: 427 MB; 256 MiB holds 25,100 events/s for 10 min
+ * (intake_dedup_event_bytes_for()). Every byte of the budget is used, so any size works. The
+ * source table costs 32 bytes a slot: source_bytes ~ 32 / 0.72 x (sequenced sources). The city
+ * (920,000 sources, 2.72 M keys, 150,000 sequenced) fits 48 MiB + 8 MiB: 63.9 bytes a source
+ * (bench/ANALYSIS.md).
  *
  * Not thread-safe: one deduper per event loop. */
 #ifndef INTAKE_DEDUP_H
@@ -80,9 +88,22 @@ typedef struct {
   uint64_t source_capacity;  /* slots in the source table */
   uint64_t in_flight;        /* keys between begin() and commit()/abort() */
   uint64_t bytes;            /* memory held by all tables */
-  uint64_t evictions;        /* live keys or windows evicted because a table was full */
+  uint64_t evictions;        /* keys or windows forgotten before their window ended because a
+                                table was full (the effective window shrank) */
+  uint64_t forced_evictions; /* of which evicted by a full probe run rather than by age (the
+                                sweep fell far behind; 0 in every measured run) */
   uint64_t expired;          /* keys or windows dropped (swept or reused) after their window */
+  uint64_t commits;          /* keys stored new in the event-id table (rate = its derivative) */
+  uint64_t effective_window_ms; /* every key committed this recently is held (= the window
+                                   until the table is full; then less, see above) */
+  uint64_t source_window_ms; /* the same for the source table's sequence windows */
 } intake_dedup_stats_t;
+
+/* Sizing: the event-id table bytes that hold `keys` live keys (events per window) at the
+ * target load, and the keys a budget holds. For config checks and the warning when the
+ * effective window falls below the configured one. */
+uint64_t intake_dedup_event_bytes_for(uint64_t keys);
+uint64_t intake_dedup_keys_for(uint64_t event_bytes);
 
 /* Creates a deduper. `window_ms` in 1 ms .. 30 days; budgets are in bytes and each table gets
  * every whole bucket that fits (event-id: 64 bytes = 5 slots; source: 128 bytes = 4 slots), so
@@ -98,8 +119,10 @@ intake_dedup_t *intake_dedup_create(uint64_t window_ms, uint64_t event_bytes,
 void intake_dedup_destroy(intake_dedup_t *d);
 
 /* Changes the window (clamped to 1 ms .. 30 days) for every later check, sweep and commit;
- * existing keys keep their commit times. Keys already swept do not come back. */
-void intake_dedup_set_window(intake_dedup_t *d, uint64_t window_ms);
+ * existing keys keep their commit times. Keys already swept do not come back: after a wider
+ * window, the effective window starts from the old one at now_ms and grows as time passes. Widening past what the age histogram's
+ * slices cover rescans the tables once (~1 ns a slot). */
+void intake_dedup_set_window(intake_dedup_t *d, uint64_t window_ms, uint64_t now_ms);
 
 /* The window in force (as set, after clamping). */
 uint64_t intake_dedup_window_ms(const intake_dedup_t *d);
@@ -142,11 +165,13 @@ void intake_dedup_commit(intake_dedup_t *d, const intake_dedup_probe_t *p, uint6
  * retransmit is NEW. Harmless for a key not in flight. */
 void intake_dedup_abort(intake_dedup_t *d, const intake_dedup_probe_t *p);
 
-/* Drops expired keys and source windows, visiting at most `budget` slots per call (an
- * incremental sweep the daemon runs from a timer so no single call is long) and at most one
- * pass; a cursor carries over to the next call. Costs ~0.9 ns a slot plus ~20-40 ns a deleted
- * key. Returns slots visited. check() already treats expired keys as absent; the sweep keeps
- * them from lengthening probe runs and is needed for the timestamp wrap (see above). */
+/* Recomputes the effective windows, then drops keys and source windows past them, visiting at
+ * most `budget` slots per call (8 x budget while forgotten keys hold more than 3% of a table
+ * beyond its target) and at most one pass; a cursor carries over to the next call. An
+ * incremental sweep the daemon runs from a timer so no single call is long: ~0.9 ns a slot plus
+ * ~20-40 ns a deleted key, and ~1 us for the effective windows. Returns slots visited. check()
+ * already treats forgotten keys as absent; the sweep keeps them from lengthening probe runs and
+ * is needed for the timestamp wrap (see above). */
 size_t intake_dedup_sweep(intake_dedup_t *d, uint64_t now_ms, size_t budget);
 
 /* Fills every field. `entries` and `sources` count occupied slots, which include keys past their
@@ -173,7 +198,7 @@ typedef struct {
 } intake_dedup_source_rec_t;
 
 /* Visits at most `max` slots of the event-id table from slot *pos on, copying the live entries
- * among them (committed within the window at now_ms) into out[] (room for `max`), and advances
+ * among them (committed within the effective window at now_ms) into out[] (room for `max`), and advances
  * *pos. Returns the number copied, which may be 0 before the end: the table is done when *pos
  * reaches its capacity (intake_dedup_stats().capacity). Bounded work per call (~1.3 ns a slot),
  * so a caller can spread a whole export over many loop iterations. In-flight keys are not in
@@ -191,9 +216,10 @@ size_t intake_dedup_export_sources(const intake_dedup_t *d, uint64_t now_ms, uin
 
 /* Stores an exported key as committed at its own tick, into a deduper being restored: a
  * table of any capacity (the key goes to its home bucket in this table). Returns 1 when
- * stored, 0 when skipped: hi is 0, or the key is past the window at now_ms. A tick ahead of
+ * stored, 0 when skipped: hi is 0, or the key is past the effective window at now_ms. A tick ahead of
  * now_ms (the clock went back, or another host's snapshot) is stored as now_ms. A key already
- * there keeps the later tick. A full table evicts as commit() does. */
+ * there keeps the later tick. A full table forgets its oldest keys as commit() does, whatever
+ * the order of the import. */
 int intake_dedup_import_key(intake_dedup_t *d, const intake_dedup_key_rec_t *k, uint64_t now_ms);
 /* The same for a source window; one already there is replaced when the record is newer. */
 int intake_dedup_import_source(intake_dedup_t *d, const intake_dedup_source_rec_t *s,

@@ -1328,7 +1328,7 @@ int intake_pipeline_reload(intake_pipeline_t *p, const intake_config_t *cfg, cha
       intake_converge_flush(old.conv[i]->c, INTAKE_SUMMARY_EVICTED);
   routing_free(&old);
   p->cfg = cfg;
-  intake_dedup_set_window(p->dedup, cfg->dedup_window_ms);
+  intake_dedup_set_window(p->dedup, cfg->dedup_window_ms, (uint64_t)wall_ms());
   intake_persist_set_interval(p->persist, cfg->dedup_snapshot_interval_ms);
   return 0;
 }

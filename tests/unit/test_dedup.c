@@ -102,11 +102,12 @@ static void test_capacity_from_budget(void **state) {
     uint64_t ev_buckets = budgets[k][0] / 64, src_buckets = budgets[k][1] / 128;
     assert_int_equal(st.capacity, ev_buckets * 5);
     assert_int_equal(st.source_capacity, src_buckets * 4);
-    /* the tables, the initial in-flight map (256 x 24 bytes) and the struct: nothing else */
-    uint64_t tables = ev_buckets * 64 + src_buckets * 128;
-    assert_true(st.bytes >= tables + 256 * 24);
-    assert_true(st.bytes <= tables + 256 * 24 + 256);
-    assert_true(st.bytes <= budgets[k][0] + budgets[k][1] + 256 * 24 + 256);
+    /* the tables, the initial in-flight map (256 x 24 bytes) and the struct with its two age
+     * histograms (2 x 1024 x 4 bytes each): nothing else */
+    uint64_t tables = ev_buckets * 64 + src_buckets * 128, fixed = 256 * 24 + 4 * 4096;
+    assert_true(st.bytes >= tables + fixed);
+    assert_true(st.bytes <= tables + fixed + 512);
+    assert_true(st.bytes <= budgets[k][0] + budgets[k][1] + fixed + 512);
     assert_int_equal(intake_dedup__verify(d), 0);
     intake_dedup_destroy(d);
   }
@@ -220,14 +221,30 @@ static void test_clock_backwards_keeps_keys(void **state) {
 static void test_set_window(void **state) {
   (void)state;
   intake_dedup_t *d = mk(60 * SEC);
+  intake_dedup_stats_t st;
   commit(d, "s", "1", 0, T0);
-  intake_dedup_set_window(d, 10 * SEC);
+  commit(d, "s", "2", 0, T0 + 5 * SEC);
+  /* narrower: at once */
+  intake_dedup_set_window(d, 10 * SEC, T0 + 5 * SEC);
   assert_int_equal(check(d, "s", "1", 0, T0 + 9 * SEC), INTAKE_DEDUP_DUPLICATE);
   assert_int_equal(check(d, "s", "1", 0, T0 + 11 * SEC), INTAKE_DEDUP_NEW);
-  intake_dedup_set_window(d, 3600 * SEC); /* existing keys keep their commit time */
-  assert_int_equal(check(d, "s", "1", 0, T0 + 3000 * SEC), INTAKE_DEDUP_DUPLICATE);
-  intake_dedup_set_window(d, 0); /* clamped to 1 ms */
-  assert_int_equal(check(d, "s", "1", 0, T0 + 1 * SEC), INTAKE_DEDUP_NEW);
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.effective_window_ms, 10 * SEC);
+  /* wider: a key older than the old window may have been swept already, so the effective
+   * window starts from the old one and grows as time passes; existing keys keep their commit
+   * times */
+  intake_dedup_set_window(d, 3600 * SEC, T0 + 12 * SEC);
+  assert_int_equal(check(d, "s", "1", 0, T0 + 13 * SEC), INTAKE_DEDUP_NEW);
+  assert_int_equal(check(d, "s", "2", 0, T0 + 3000 * SEC), INTAKE_DEDUP_DUPLICATE);
+  intake_dedup_sweep(d, T0 + 3000 * SEC, 0);
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.effective_window_ms, 2998 * SEC); /* 3000 s - (12 s - 10 s) */
+  intake_dedup_sweep(d, T0 + 4000 * SEC, 0);
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.effective_window_ms, 3600 * SEC);
+  intake_dedup_set_window(d, 0, T0 + 3000 * SEC); /* clamped to 1 ms */
+  assert_int_equal(check(d, "s", "2", 0, T0 + 3000 * SEC), INTAKE_DEDUP_NEW);
+  assert_int_equal(intake_dedup__verify(d), 0);
   intake_dedup_destroy(d);
 }
 
@@ -414,7 +431,7 @@ static void test_seq_resend_after_window_moved(void **state) {
     assert_int_equal(seq_check(d, "cam", s, T0 + SEC), INTAKE_DEDUP_DUPLICATE);
   assert_int_equal(seq_check(d, "cam", 101, T0 + SEC), INTAKE_DEDUP_NEW);
   /* the same after the window's source slot is gone (expired here; evicted works alike) */
-  intake_dedup_set_window(d, 1000 * SEC);
+  intake_dedup_set_window(d, 1000 * SEC, T0 + SEC);
   intake_dedup_sweep(d, T0 + 900 * SEC, SIZE_MAX);
   assert_int_equal(seq_check(d, "cam", 50, T0 + 900 * SEC), INTAKE_DEDUP_DUPLICATE);
   intake_dedup_destroy(d);
@@ -552,12 +569,18 @@ static uint64_t rnd(void) {
   return rng_state;
 }
 
-static void test_full_table_evicts(void **state) {
+/* A table too small for its window, filled as the daemon fills it (a commit every 10 ms, a sweep
+ * every 100 ms): it forgets its oldest keys first, table-wide. At every moment there is one age,
+ * the effective window: every key younger than it is a duplicate, every key older is new; it
+ * holds the target load's worth of keys; nothing is evicted by a full probe run. Sequence
+ * windows alike. */
+static void test_full_table_forgets_oldest_first(void **state) {
   (void)state;
   intake_dedup_t *d = intake_dedup_create(3600 * SEC, MIN_EV_BYTES, MIN_SRC_BYTES);
   assert_non_null(d);
   char ev[32];
   enum { N = 20000 };
+  intake_dedup_stats_t st;
   for (int i = 0; i < N; i++) {
     snprintf(ev, sizeof ev, "k%d", i);
     uint64_t now = T0 + (uint64_t)i * 10;
@@ -568,28 +591,114 @@ static void test_full_table_evicts(void **state) {
     snprintf(ev, sizeof ev, "src%d", i);
     seq_commit(d, ev, 1, now);
     assert_int_equal(seq_check(d, ev, 1, now), INTAKE_DEDUP_DUPLICATE);
+    if (i % 10 == 9)
+      intake_dedup_sweep(d, now, 65536);
+    if (i % 1000 == 999) {
+      /* sharp: the keys younger than the effective window all held, the older all forgotten */
+      intake_dedup_stats(d, &st);
+      assert_true(st.effective_window_ms < 3600 * SEC);
+      uint64_t held = 0;
+      for (int k = 0; k <= i; k++) {
+        snprintf(ev, sizeof ev, "k%d", k);
+        uint64_t age = now - (T0 + (uint64_t)k * 10);
+        intake_dedup_result_t want =
+            age <= st.effective_window_ms ? INTAKE_DEDUP_DUPLICATE : INTAKE_DEDUP_NEW;
+        assert_int_equal(check(d, "s", ev, 0, now), want);
+        held += want == INTAKE_DEDUP_DUPLICATE;
+      }
+      /* each source's commit stored its key too: 2 keys per 10 ms; the target is 72% of the
+       * 1280 slots (921), cut at a slice boundary (window / 512 = 70 ms here, 14 keys) */
+      assert_true(2 * held <= st.capacity * 72 / 100);
+      assert_true(2 * held + 16 >= st.capacity * 72 / 100);
+      assert_true(st.entries <= st.capacity * 80 / 100);
+      assert_int_equal(st.forced_evictions, 0);
+      assert_int_equal(intake_dedup__verify(d), 0);
+    }
   }
-  intake_dedup_stats_t st;
   intake_dedup_stats(d, &st);
-  assert_true(st.entries <= st.capacity * 90 / 100);
-  assert_true(st.entries >= st.capacity * 85 / 100);
-  assert_true(st.sources <= st.source_capacity * 90 / 100);
-  /* each source's commit stored its key too: 2N keys went into the event-id table */
-  assert_int_equal(st.evictions, (2 * N - st.entries) + (N - st.sources));
+  assert_true(st.sources <= st.source_capacity * 80 / 100);
+  assert_true(st.source_window_ms < 3600 * SEC);
+  assert_int_equal(st.forced_evictions, 0);
   assert_int_equal(st.expired, 0);
-  assert_int_equal(intake_dedup__verify(d), 0);
-  /* eviction forgets, it never invents: keys never committed are all new */
+  /* every key that left was forgotten early, and counted */
+  assert_int_equal(st.evictions, st.commits - st.entries + (N - st.sources));
+  /* forgetting never invents: keys never committed are all new */
   for (int i = 0; i < 100000; i++) {
     snprintf(ev, sizeof ev, "never%d", i);
     assert_int_equal(check(d, "s", ev, 0, T0 + N * 10), INTAKE_DEDUP_NEW);
   }
-  /* recent keys are mostly kept (oldest of each run goes first) */
-  int kept = 0;
-  for (int i = N - 100; i < N; i++) {
-    snprintf(ev, sizeof ev, "k%d", i);
-    kept += check(d, "s", ev, 0, T0 + N * 10) == INTAKE_DEDUP_DUPLICATE;
+  intake_dedup_destroy(d);
+}
+
+/* The effective window follows the rate: it shrinks when the rate outgrows the table, grows back
+ * (no faster than time passes) when the rate falls, and returns to the configured window. */
+static void test_effective_window_follows_rate(void **state) {
+  (void)state;
+  const uint64_t window = 60 * SEC;
+  intake_dedup_t *d = intake_dedup_create(window, MIN_EV_BYTES, MIN_SRC_BYTES);
+  assert_non_null(d);
+  intake_dedup_stats_t st;
+  char ev[32];
+  uint64_t now = T0;
+  int n = 0;
+  /* 10 keys a second for 300 s: 600 per window fit in 921 */
+  for (; now < T0 + 300 * SEC; now += 100) {
+    snprintf(ev, sizeof ev, "a%d", n++);
+    commit(d, "s", ev, 0, now);
+    intake_dedup_sweep(d, now, 65536);
   }
-  assert_true(kept >= 90);
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.effective_window_ms, window);
+  assert_int_equal(st.evictions, 0);
+  /* 100 a second: 6000 per window do not; the table holds ~9 s of them */
+  uint64_t t1 = now;
+  for (; now < t1 + 120 * SEC; now += 10) {
+    snprintf(ev, sizeof ev, "b%d", n++);
+    commit(d, "s", ev, 0, now);
+    if (now % 100 == 0)
+      intake_dedup_sweep(d, now, 65536);
+  }
+  intake_dedup_stats(d, &st);
+  assert_true(st.effective_window_ms >= 8 * SEC && st.effective_window_ms <= 10 * SEC);
+  assert_true(st.evictions > 0);
+  uint64_t shrunk = st.effective_window_ms;
+  /* back to 1 a second: the effective window grows by the time that passes, until the window */
+  uint64_t t2 = now;
+  for (; now < t2 + 30 * SEC; now += 1000) {
+    snprintf(ev, sizeof ev, "c%d", n++);
+    commit(d, "s", ev, 0, now);
+    intake_dedup_sweep(d, now, 65536);
+  }
+  intake_dedup_stats(d, &st);
+  assert_true(st.effective_window_ms <= shrunk + 30 * SEC);
+  /* (less the 1 s or so that the 30 new keys pushed out, at 10 ms a key) */
+  assert_true(st.effective_window_ms >= shrunk + 27 * SEC);
+  for (; now < t2 + 120 * SEC; now += 1000) {
+    snprintf(ev, sizeof ev, "c%d", n++);
+    commit(d, "s", ev, 0, now);
+    intake_dedup_sweep(d, now, 65536);
+  }
+  intake_dedup_stats(d, &st);
+  assert_int_equal(st.effective_window_ms, window);
+  assert_int_equal(st.forced_evictions, 0);
+  assert_int_equal(intake_dedup__verify(d), 0);
+  intake_dedup_destroy(d);
+}
+
+/* Sizing helpers: bytes for a number of keys at the target load, and back. */
+static void test_sizing(void **state) {
+  (void)state;
+  /* 17.8 bytes a key: 40,000 events/s for 10 min need ~427 MB */
+  uint64_t b = intake_dedup_event_bytes_for(40000ull * 600);
+  assert_true(b >= 426000000ull && b <= 428000000ull);
+  uint64_t k = intake_dedup_keys_for(256ull << 20);
+  assert_true(k >= 15000000ull && k <= 15200000ull);
+  assert_true(intake_dedup_keys_for(intake_dedup_event_bytes_for(1000000)) >= 999990);
+  /* what a table holds before it forgets early is what keys_for() says */
+  intake_dedup_t *d = intake_dedup_create(3600 * SEC, MIN_EV_BYTES, MIN_SRC_BYTES);
+  intake_dedup_stats_t st;
+  intake_dedup_stats(d, &st);
+  assert_int_equal(intake_dedup_keys_for(MIN_EV_BYTES), st.capacity * 72 / 100);
   intake_dedup_destroy(d);
 }
 
@@ -716,7 +825,7 @@ static void random_high_load(uint64_t ev_bytes) {
   intake_dedup_stats_t st;
   intake_dedup_stats(d, &st);
   assert_true(st.evictions > 0);
-  assert_true(st.expired > 0);
+  assert_int_equal(st.forced_evictions, 0);
   assert_true(forgotten <= st.evictions);
   assert_true(st.entries <= st.capacity * 90 / 100);
   assert_int_equal(intake_dedup__verify(d), 0);
@@ -803,7 +912,9 @@ int main(void) {
       cmocka_unit_test(test_sources_independent),
       cmocka_unit_test(test_key_definition),
       cmocka_unit_test(test_sweep),
-      cmocka_unit_test(test_full_table_evicts),
+      cmocka_unit_test(test_full_table_forgets_oldest_first),
+      cmocka_unit_test(test_effective_window_follows_rate),
+      cmocka_unit_test(test_sizing),
       cmocka_unit_test(test_million_keys_no_false_duplicates),
       cmocka_unit_test(test_random_against_model),
       cmocka_unit_test(test_random_high_load),
