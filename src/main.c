@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/notify.h"
+#include "dedup/dedup.h"
 #include "ingest/server.h"
 #include "ingest/tls.h"
 #include "pipeline/pipeline.h"
@@ -257,6 +258,13 @@ int main(int argc, char **argv) {
       return 1;
     }
     printf("%s: ok\n", path);
+    /* What the dedup memory holds: past this rate the effective window shrinks. */
+    uint64_t keys = intake_dedup_keys_for(d.cfg->dedup_memory_bytes);
+    printf("dedup: dedup.memory (%llu bytes) holds %llu events: %llu new events/s for the "
+           "%llu s window, at most; above that the effective window shrinks (README: sizing)\n",
+           (unsigned long long)d.cfg->dedup_memory_bytes, (unsigned long long)keys,
+           (unsigned long long)(keys * 1000 / d.cfg->dedup_window_ms),
+           (unsigned long long)(d.cfg->dedup_window_ms / 1000));
     intake_config_dispose(d.cfg);
     free(d.cfg);
     return 0;

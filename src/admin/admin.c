@@ -257,8 +257,18 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
          ds.in_flight);
   metric(w, "intake_dedup_memory_bytes", "gauge", "Memory held by the dedup tables.", ds.bytes);
   metric(w, "intake_dedup_evictions_total", "counter",
-         "Live keys or windows evicted because a table was full (the window shrank).",
+         "Keys or windows forgotten before their window because a table was full (oldest first).",
          ds.evictions);
+  metric(w, "intake_dedup_forced_evictions_total", "counter",
+         "Of those, keys evicted by a full probe run instead of by age (the sweep fell behind).",
+         ds.forced_evictions);
+  metric(w, "intake_dedup_commits_total", "counter",
+         "Keys stored new in the event-id table (its rate is what the memory must hold).",
+         ds.commits);
+  seconds(w, "intake_dedup_effective_window_seconds",
+          "Every event committed this recently is still recognized: dedup.window until the "
+          "table is full, then less (oldest keys are forgotten first).",
+          ds.effective_window_ms, 1000.0);
   metric(w, "intake_dedup_expired_total", "counter", "Keys or windows dropped after their window.",
          ds.expired);
 

@@ -329,6 +329,8 @@ size_t intake_dedup_sweep(intake_dedup_t *d, uint64_t now_ms, size_t budget) {
   uint64_t ev_slots = d->ev.slots, src_slots = d->src.slots;
   tab_horizon_update(&d->ev, tick);
   tab_horizon_update(&d->src, tick);
+  if (d->ev.hold)
+    return 0;
   /* Keys past a shrunken horizon hold slots until the sweep reaches them; while they are more
    * than a few percent of a table, sweep faster so that occupancy (and probe lengths) stay near
    * the target instead of drifting to the eviction limit. */
@@ -353,6 +355,10 @@ size_t intake_dedup_sweep(intake_dedup_t *d, uint64_t now_ms, size_t budget) {
     }
   }
   return visited;
+}
+
+void intake_dedup_hold_deletions(intake_dedup_t *d, int hold) {
+  d->ev.hold = d->src.hold = hold != 0;
 }
 
 void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out) {

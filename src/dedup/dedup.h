@@ -174,6 +174,12 @@ void intake_dedup_abort(intake_dedup_t *d, const intake_dedup_probe_t *p);
  * is needed for the timestamp wrap (see above). */
 size_t intake_dedup_sweep(intake_dedup_t *d, uint64_t now_ms, size_t budget);
 
+/* While held, nothing deletes a key: a snapshot export is visiting the tables, and a deletion's
+ * backward shift could move a key from a slot it has not visited to one it has. The sweep then
+ * only recomputes the effective windows, and inserts do not sweep. Forgetting still works (keys
+ * past the effective window are reused in place, never moved). */
+void intake_dedup_hold_deletions(intake_dedup_t *d, int hold);
+
 /* Fills every field. `entries` and `sources` count occupied slots, which include keys past their
  * window that the sweep has not reached yet. */
 void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out);

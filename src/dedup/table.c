@@ -75,6 +75,11 @@ static unsigned shift_for(int32_t window) {
 /* Moves the present to `tick` (newer than head): the slices that fall out of the ring are
  * added to `retired`, and their ring entries start over for the new slices that reuse them. */
 void hist_advance(tab_t *t, uint32_t tick) {
+  if (!t->head_set) {
+    t->head = tick;
+    t->head_set = 1;
+    return;
+  }
   uint32_t from = t->head >> t->shift, to = tick >> t->shift;
   uint32_t steps = to - from;
   if (t->shift)
@@ -99,7 +104,7 @@ static void hist_rebuild(tab_t *t, int K) {
 }
 
 void tab_horizon_update(tab_t *t, uint32_t now) {
-  if (age_of(now, t->head) > 0)
+  if (age_of(now, t->head) > 0 || !t->head_set)
     hist_advance(t, now);
   /* Walk the slices from the newest back across the window; the first slice that would take
    * the keys kept past the target is cut, with everything older. */
@@ -211,6 +216,7 @@ int tab_init(tab_t *t, int K, uint64_t budget, int32_t window) {
   t->horizon = window;
   t->shift = shift_for(window);
   t->recheck_at = t->target;
+  t->assist_at = t->target + slots / 32;
   return 0;
 }
 
@@ -230,6 +236,12 @@ int tab_upsert(tab_t *t, int K, uint64_t hi, uint32_t lo, uint32_t now, uint32_t
                uint64_t *ob, unsigned *oi, up_t *how) {
   if (t->count >= t->recheck_at)
     tab_horizon_update(t, now);
+  if (t->count >= t->assist_at && !t->hold) {
+    /* before the run is read: deletions shift keys, possibly within it */
+    if (t->assist >= t->slots)
+      t->assist = 0;
+    tab_sweep(t, K, &t->assist, t->slots, now, ASSIST_SLOTS);
+  }
   int32_t h = tab_horizon(t, now);
   uint32_t want = lo_key(K, lo);
   int empty = 0, stale = 0, oldest = 0;

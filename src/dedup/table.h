@@ -37,6 +37,11 @@
 /* Occupied slots (live or forgotten) beyond which an insert evicts instead of taking an empty
  * slot: only reached when the sweep lags far behind the horizon. */
 #define MAX_LOAD_PCT 85u
+/* While forgotten keys hold more than slots / 32 beyond the target, each insert first sweeps
+ * this many slots: a small table at a high rate outruns the daemon's sweep timer (1 MiB at
+ * 100,000 keys/s fills 12% of its slots in one 100 ms tick; tests/integration/it_dedup_full.c),
+ * and the inserts then keep occupancy near the target themselves. */
+#define ASSIST_SLOTS 32u
 #define RING 1024u         /* histogram slices; a power of two */
 #define RING_SPAN 512u     /* slices the window spans at most: the ring covers 2-4 windows */
 
@@ -80,7 +85,11 @@ typedef struct {
   uint32_t cut;         /* keys stamped before this tick are forgotten */
   int32_t horizon;      /* min(window, now - cut) at the last computation, for the stats */
   uint64_t recheck_at;  /* an insert that brings count here recomputes the cut */
+  uint64_t assist_at;   /* above this count, each insert first sweeps ASSIST_SLOTS slots */
+  uint64_t assist;      /* where the inserts' sweeping continues (a slot index) */
+  int hold;             /* no deletions (a snapshot is exporting): inserts do not sweep */
   uint32_t head;        /* newest tick stamped (the histogram's present) */
+  int head_set;         /* head is a stamp (until the first, ages from 0 mean nothing) */
   unsigned shift;       /* a slice is 2^shift ticks */
   uint64_t retired;     /* keys stamped in slices older than the ring */
   uint32_t ring[RING];  /* keys per slice: slice s at ring[s % RING] */
@@ -143,7 +152,7 @@ static inline uint32_t hist_slice_age(const tab_t *t, uint32_t ts) {
 void hist_advance(tab_t *t, uint32_t tick);
 /* Counts a key stamped `ts` (the head moves up to it if it is newer). */
 static inline void hist_add(tab_t *t, uint32_t ts) {
-  if (age_of(ts, t->head) > 0)
+  if (age_of(ts, t->head) > 0 || !t->head_set)
     hist_advance(t, ts);
   if (hist_slice_age(t, ts) < RING) {
     uint32_t r = (ts >> t->shift) & (RING - 1);

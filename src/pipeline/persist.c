@@ -171,8 +171,10 @@ static void next_step(intake_persist_t *ps, int first) {
     ps->n = intake_dedup_export_sources(ps->dedup, ps->created_ms, &ps->pos, ps->buf.sources,
                                         STEP_SLOTS);
     ps->step_last = ps->pos >= ps->source_capacity;
-    if (ps->step_last)
+    if (ps->step_last) {
       ps->scanning = 0; /* every slot visited: the sweep may move keys again */
+      intake_dedup_hold_deletions(ps->dedup, 0);
+    }
   }
   uint64_t dt = mono_ns() - t0;
   ps->loop_ns += dt;
@@ -190,6 +192,7 @@ static void on_step_done(uv_work_t *req, int status) {
   if (ps->step_rc < 0) {
     ps->st.failed++;
     ps->busy = ps->scanning = 0;
+    intake_dedup_hold_deletions(ps->dedup, 0);
     LOG_ERROR("dedup snapshot failed; the previous one stays in place", "path=%s error=\"%s\"",
               ps->path, strerror(-ps->step_rc));
   } else if (ps->step_last) {
@@ -213,6 +216,7 @@ static void on_step_done(uv_work_t *req, int status) {
   } else if (ps->closing) {
     intake_snapshot_cancel(ps->w); /* superseded by the final snapshot */
     ps->busy = ps->scanning = 0;
+    intake_dedup_hold_deletions(ps->dedup, 0);
   } else {
     next_step(ps, 0);
     return;
@@ -230,6 +234,7 @@ static void on_timer(uv_timer_t *t) {
   intake_dedup_stats_t ds;
   intake_dedup_stats(ps->dedup, &ds);
   ps->busy = ps->scanning = 1;
+  intake_dedup_hold_deletions(ps->dedup, 1); /* a deletion could shift a key past the export */
   ps->phase = PHASE_KEYS;
   ps->pos = 0;
   ps->capacity = ds.capacity;

@@ -14,6 +14,7 @@
 #include "decode/event.h"
 #include "encode/json.h"
 #include "dedup/dedup.h"
+#include "dedup/watch.h"
 #include "pipeline/persist.h"
 #include "route/route.h"
 #include "sink/sink.h"
@@ -113,6 +114,7 @@ struct intake_pipeline {
   intake_job_t *ready;              /* jobs completed, to report from the idle callback */
   uv_idle_t idle;
   uv_timer_t sweep_timer;
+  intake_dedup_watch_t dedup_watch; /* says when the table cannot hold the window */
   uint64_t jobs;
   uint64_t high_water, low_water;   /* records in flight: refuse above high, resume below low */
   int refused;                      /* a submit was refused since the last resume */
@@ -739,7 +741,8 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            "batches=%llu batches_ok=%llu batches_retry=%llu batches_rejected=%llu "
            "batches_throttled=%llu records_delivered=%llu records_failed=%llu dead_letter_delivered=%llu "
            "dead_letter_failed=%llu kafka_queue=%llu dedup_entries=%llu dedup_sources=%llu "
-           "dedup_bytes=%llu dedup_evictions=%llu dedup_snapshots=%llu dedup_snapshot_failed=%llu "
+           "dedup_bytes=%llu dedup_evictions=%llu dedup_effective_window_s=%llu "
+           "dedup_keys_per_s=%llu dedup_snapshots=%llu dedup_snapshot_failed=%llu "
            "dedup_snapshot_ms=%llu dedup_snapshot_keys=%llu dedup_snapshot_loaded=%llu "
            "dedup_snapshot_load_errors=%llu converge_snapshot_loaded=%llu "
            "converge_snapshot_skipped=%llu converge_snapshot_load_errors=%llu",
@@ -752,7 +755,8 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
            (unsigned long long)c->dead_letter_delivered, (unsigned long long)c->dead_letter_failed,
            (unsigned long long)intake_sink_queue_depth(p->sink), (unsigned long long)ds.entries,
            (unsigned long long)ds.sources, (unsigned long long)ds.bytes,
-           (unsigned long long)ds.evictions, (unsigned long long)ss.written,
+           (unsigned long long)ds.evictions, (unsigned long long)(ds.effective_window_ms / 1000),
+           (unsigned long long)p->dedup_watch.keys_per_s, (unsigned long long)ss.written,
            (unsigned long long)ss.failed, (unsigned long long)ss.last_ms,
            (unsigned long long)ss.last_keys, (unsigned long long)ss.loaded_keys,
            (unsigned long long)ss.load_errors, (unsigned long long)p->conv_snap.loaded_episodes,
@@ -775,10 +779,11 @@ void intake_pipeline_log_stats(const intake_pipeline_t *p) {
 
 static void on_sweep(uv_timer_t *t) {
   intake_pipeline_t *p = t->data;
-  if (intake_persist_scanning(p->persist))
-    return; /* a snapshot is exporting the tables: a deletion could shift a key past its scan */
-  /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick. */
+  /* ~64k slots per 100 ms tick sweeps a 16M-slot table in under 30 s, at well under 1 ms a tick
+   * (8x that while forgotten keys crowd a full table: dedup.h). While a snapshot exports the
+   * tables it only moves the effective window (persist holds deletions). */
   intake_dedup_sweep(p->dedup, (uint64_t)wall_ms(), 65536);
+  intake_dedup_watch(&p->dedup_watch, p->dedup, uv_now(t->loop));
 }
 
 /* ---- convergence summaries ---------------------------------------------------------------- */

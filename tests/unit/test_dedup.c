@@ -574,8 +574,7 @@ static uint64_t rnd(void) {
  * the effective window: every key younger than it is a duplicate, every key older is new; it
  * holds the target load's worth of keys; nothing is evicted by a full probe run. Sequence
  * windows alike. */
-static void test_full_table_forgets_oldest_first(void **state) {
-  (void)state;
+static void full_table_forgets_oldest_first(uint64_t t0) {
   intake_dedup_t *d = intake_dedup_create(3600 * SEC, MIN_EV_BYTES, MIN_SRC_BYTES);
   assert_non_null(d);
   char ev[32];
@@ -583,7 +582,7 @@ static void test_full_table_forgets_oldest_first(void **state) {
   intake_dedup_stats_t st;
   for (int i = 0; i < N; i++) {
     snprintf(ev, sizeof ev, "k%d", i);
-    uint64_t now = T0 + (uint64_t)i * 10;
+    uint64_t now = t0 + (uint64_t)i * 10;
     assert_int_equal(check(d, "s", ev, 0, now), INTAKE_DEDUP_NEW);
     commit(d, "s", ev, 0, now);
     /* the newest key always survives its own insert */
@@ -600,7 +599,7 @@ static void test_full_table_forgets_oldest_first(void **state) {
       uint64_t held = 0;
       for (int k = 0; k <= i; k++) {
         snprintf(ev, sizeof ev, "k%d", k);
-        uint64_t age = now - (T0 + (uint64_t)k * 10);
+        uint64_t age = now - (t0 + (uint64_t)k * 10);
         intake_dedup_result_t want =
             age <= st.effective_window_ms ? INTAKE_DEDUP_DUPLICATE : INTAKE_DEDUP_NEW;
         assert_int_equal(check(d, "s", ev, 0, now), want);
@@ -625,9 +624,16 @@ static void test_full_table_forgets_oldest_first(void **state) {
   /* forgetting never invents: keys never committed are all new */
   for (int i = 0; i < 100000; i++) {
     snprintf(ev, sizeof ev, "never%d", i);
-    assert_int_equal(check(d, "s", ev, 0, T0 + N * 10), INTAKE_DEDUP_NEW);
+    assert_int_equal(check(d, "s", ev, 0, t0 + N * 10), INTAKE_DEDUP_NEW);
   }
   intake_dedup_destroy(d);
+}
+
+static void test_full_table_forgets_oldest_first(void **state) {
+  (void)state;
+  full_table_forgets_oldest_first(T0);
+  /* ticks (10 ms) of 2026-12 are above 2^31 modulo 2^32, those of T0 below: both halves */
+  full_table_forgets_oldest_first(1796300000000ull);
 }
 
 /* The effective window follows the rate: it shrinks when the rate outgrows the table, grows back
