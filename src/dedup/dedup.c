@@ -50,8 +50,9 @@
  * difference, so the clock may run backwards (a key from the "future" is simply live) and ticks
  * wrap harmlessly — as long as the sweep visits every slot at least once per 2^31 ticks
  * (248 days); the pipeline's timer does it every ~30 s. A key is live while its age in ticks is
- * <= the effective window, ceil(window / 10 ms) while memory holds the window: it stays a duplicate for at least window_ms after commit and at most
- * window_ms + 20 ms: exact to 10 ms (100 ms was required), with no base epoch to rebase. */
+ * <= the effective window, ceil(window / 10 ms) while memory holds the window: it stays a
+ * duplicate for at least window_ms after commit and at most window_ms + 20 ms: exact to 10 ms
+ * (100 ms was required), with no base epoch to rebase. */
 #define XXH_INLINE_ALL /* XXH3 on short ids is a few ns: inlined, no calls, no ABI concerns */
 #include <xxhash.h>
 

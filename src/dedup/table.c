@@ -232,15 +232,22 @@ void tab_dispose(tab_t *t) {
 
 /* ---- insertion and deletion ------------------------------------------------------------------ */
 
-int tab_upsert(tab_t *t, int K, uint64_t hi, uint32_t lo, uint32_t now, uint32_t stamp,
-               uint64_t *ob, unsigned *oi, up_t *how) {
+/* The generic bodies are instantiated per layout (K constant) by the exported dispatchers below:
+ * the commit path gets each layout's own code, as when all of this was static in dedup.c. */
+#define INSTANTIATE static inline __attribute__((always_inline))
+
+INSTANTIATE size_t sweep_k(tab_t *t, int K, uint64_t *idx, uint64_t end, uint32_t tick,
+                           size_t budget);
+
+INSTANTIATE int upsert_k(tab_t *t, int K, uint64_t hi, uint32_t lo, uint32_t now, uint32_t stamp,
+                         uint64_t *ob, unsigned *oi, up_t *how) {
   if (t->count >= t->recheck_at)
     tab_horizon_update(t, now);
   if (t->count >= t->assist_at && !t->hold) {
     /* before the run is read: deletions shift keys, possibly within it */
     if (t->assist >= t->slots)
       t->assist = 0;
-    tab_sweep(t, K, &t->assist, t->slots, now, ASSIST_SLOTS);
+    sweep_k(t, K, &t->assist, t->slots, now, ASSIST_SLOTS);
   }
   int32_t h = tab_horizon(t, now);
   uint32_t want = lo_key(K, lo);
@@ -313,7 +320,7 @@ int tab_upsert(tab_t *t, int K, uint64_t hi, uint32_t lo, uint32_t now, uint32_t
 
 /* Empties slot i of bucket b and closes the gap: a later key of the same run whose home is at
  * or before the hole moves into it, and so on until a bucket that had room. */
-static void tab_delete(tab_t *t, int K, uint64_t b, unsigned i) {
+INSTANTIATE void tab_delete(tab_t *t, int K, uint64_t b, unsigned i) {
   uint64_t hole_b = b;
   unsigned hole_i = i;
   hist_del(t, s_ts(t, K, b, i));
@@ -345,7 +352,14 @@ static void tab_delete(tab_t *t, int K, uint64_t b, unsigned i) {
 
 /* Whole buckets with nothing forgotten are passed with one branch: occupancy is random, and a
  * branch per slot on it mispredicted half the time (2.3 ns a slot; memory alone allows ~0.7). */
-size_t tab_sweep(tab_t *t, int K, uint64_t *idx, uint64_t end, uint32_t tick, size_t budget) {
+int tab_upsert(tab_t *t, int K, uint64_t hi, uint32_t lo, uint32_t now, uint32_t stamp,
+               uint64_t *ob, unsigned *oi, up_t *how) {
+  return K == EV ? upsert_k(t, EV, hi, lo, now, stamp, ob, oi, how)
+                 : upsert_k(t, SRC, hi, lo, now, stamp, ob, oi, how);
+}
+
+INSTANTIATE size_t sweep_k(tab_t *t, int K, uint64_t *idx, uint64_t end, uint32_t tick,
+                           size_t budget) {
   int32_t h = tab_horizon(t, tick);
   const unsigned S = slots_of(K);
   uint64_t i = *idx;
@@ -374,6 +388,10 @@ size_t tab_sweep(tab_t *t, int K, uint64_t *idx, uint64_t end, uint32_t tick, si
   }
   *idx = i;
   return visited;
+}
+
+size_t tab_sweep(tab_t *t, int K, uint64_t *idx, uint64_t end, uint32_t tick, size_t budget) {
+  return K == EV ? sweep_k(t, EV, idx, end, tick, budget) : sweep_k(t, SRC, idx, end, tick, budget);
 }
 
 int tab_verify(const tab_t *t, int K) {
