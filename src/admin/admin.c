@@ -12,6 +12,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "core/log.h"
+#include "core/loopwatch.h"
 #include "core/wbuf.h"
 #include "decode/validate.h"
 #include "pipeline/pipeline.h"
@@ -39,6 +40,7 @@ struct intake_admin {
   void (*done)(void *);
   void *done_arg;
   intake_log_limit_t error_log; /* MHD's own error messages */
+  intake_loopwatch_t *loopwatch; /* the loop's busy time per iteration (NULL: out of memory) */
 };
 
 /* ---- /metrics ------------------------------------------------------------------------------ */
@@ -336,6 +338,33 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   intake_wbuf_printf(w, "intake_delivery_latency_seconds_sum %.3f\n", (double)lat->sum_ms / 1000.0);
   sample(w, "intake_delivery_latency_seconds_count", NULL, NULL, lat->count);
 
+  if (a->loopwatch) {
+    intake_loopwatch_stats_t lw;
+    intake_loopwatch_stats(a->loopwatch, &lw);
+    meta(w, "intake_loop_busy_seconds", "histogram",
+         "Event-loop iterations by the time they worked between two waits for I/O (what an ack "
+         "may wait behind).");
+    cum = 0;
+    for (int i = 0; i < INTAKE_LOOPWATCH_BUCKETS; i++) {
+      cum += lw.counts[i];
+      if (i == INTAKE_LOOPWATCH_BUCKETS - 1)
+        intake_wbuf_puts(w, "intake_loop_busy_seconds_bucket{le=\"+Inf\"} ");
+      else
+        intake_wbuf_printf(w, "intake_loop_busy_seconds_bucket{le=\"%g\"} ",
+                           intake_loopwatch_bounds_ms[i] / 1000.0);
+      intake_wbuf_u64(w, cum);
+      intake_wbuf_putc(w, '\n');
+    }
+    intake_wbuf_printf(w, "intake_loop_busy_seconds_sum %.6f\n", (double)lw.busy_ns / 1e9);
+    sample(w, "intake_loop_busy_seconds_count", NULL, NULL, lw.iterations);
+    seconds(w, "intake_loop_busy_max_seconds", "The longest event-loop iteration since start.",
+            lw.busy_max_ns, 1e9);
+    seconds(w, "intake_loop_cpu_max_seconds",
+            "The most CPU time one event-loop iteration used since start (our own work, unlike "
+            "a busy time stretched by a crowded machine).",
+            lw.cpu_max_ns, 1e9);
+  }
+
   intake_server_stats_t ss;
   intake_server_stats(a->server, &ss);
   metric(w, "intake_connections", "gauge", "Gateway connections open.", ss.connections);
@@ -630,6 +659,7 @@ intake_admin_t *intake_admin_create(uv_loop_t *loop, const intake_config_t *cfg,
   a->handles_open = 2;
   uv_poll_start(&a->poll, UV_READABLE, on_poll);
   run(a); /* arms the timer if MHD wants one */
+  a->loopwatch = intake_loopwatch_start(loop); /* what /metrics says of the loop */
   return a;
 }
 
@@ -649,6 +679,7 @@ static void on_handle_closed(uv_handle_t *h) {
 void intake_admin_close(intake_admin_t *a, void (*done)(void *), void *arg) {
   a->done = done;
   a->done_arg = arg;
+  intake_loopwatch_close(a->loopwatch);
   /* The poll handle lets go of the epoll descriptor now (uv_close stops it at once), so MHD may
    * close the descriptor right after. */
   uv_close((uv_handle_t *)&a->poll, on_handle_closed);

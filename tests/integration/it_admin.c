@@ -287,6 +287,17 @@ int main(void) {
   IT_CHECK(m(t, "intake_dedup_capacity") > 0);
   IT_CHECK(m(t, "intake_dedup_memory_bytes") > 0);
   IT_CHECK_INT(m(t, "intake_dedup_evictions_total"), 0);
+  IT_CHECK_INT(m(t, "intake_dedup_forced_evictions_total"), 0);
+  IT_CHECK_INT(m(t, "intake_dedup_commits_total"), N1 + 3);
+  /* the table holds the whole (default) window */
+  IT_CHECK(metric(t, "intake_dedup_effective_window_seconds") == 600);
+  /* the loop's iterations: a histogram whose +Inf bucket counts them all */
+  uint64_t iterations = m(t, "intake_loop_busy_seconds_count");
+  IT_CHECK(iterations > 0);
+  IT_CHECK_INT(m(t, "intake_loop_busy_seconds_bucket{le=\"+Inf\"}"), iterations);
+  IT_CHECK(m(t, "intake_loop_busy_seconds_bucket{le=\"0.001\"}") <= iterations);
+  IT_CHECK(metric(t, "intake_loop_busy_max_seconds") > 0);
+  IT_CHECK(metric(t, "intake_loop_cpu_max_seconds") > 0);
   IT_CHECK_INT(m(t, "intake_kafka_queue_depth"), 0);
   IT_CHECK_INT(m(t, "intake_kafka_ready"), 1);
   IT_CHECK_INT(m(t, "intake_connections"), 2);
