@@ -599,6 +599,20 @@ if [ -s "$prof_syms" ]; then
 else
   echo "No profile (PROFILE=0, or perf not usable here)."
 fi
+# The soak (bench/soak.sh) is a run of its own, ten minutes or more: its last results are quoted.
+if [ -f "$OUT_DIR/results/soak.txt" ]; then
+  echo
+  echo "## Soak: a dedup table that fills (bench/soak.sh)"
+  echo
+  echo "From the last \`bench/soak.sh\` run (results/soak.txt, soak.csv, soak-minutes.csv):"
+  echo
+  fence <"$OUT_DIR/results/soak.txt"
+  echo
+  echo "Ack latency per minute:"
+  echo
+  fence <"$OUT_DIR/results/soak-minutes.csv"
+  [ -f "$OUT_DIR/soak.png" ] && printf '\n![effective dedup window and RSS over the soak](soak.png)\n'
+fi
 if [ -f "$root/bench/ANALYSIS.md" ]; then
   echo
   cat "$root/bench/ANALYSIS.md"

@@ -369,6 +369,7 @@ void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out) {
   out->source_capacity = d->src.nb * SRC_SLOTS;
   out->in_flight = d->fl_count;
   out->bytes = sizeof *d + d->ev.bytes + d->src.bytes + (d->fl_mask + 1) * sizeof *d->fl;
+  out->event_bytes = d->ev.bytes;
   out->evictions = d->ev.evictions + d->src.evictions;
   out->forced_evictions = d->ev.forced + d->src.forced;
   out->expired = d->ev.expired + d->src.expired;

@@ -88,6 +88,7 @@ typedef struct {
   uint64_t source_capacity;  /* slots in the source table */
   uint64_t in_flight;        /* keys between begin() and commit()/abort() */
   uint64_t bytes;            /* memory held by all tables */
+  uint64_t event_bytes;      /* of which the event-id table: what the event budget bought */
   uint64_t evictions;        /* keys or windows forgotten before their window ended because a
                                 table was full (the effective window shrank) */
   uint64_t forced_evictions; /* of which evicted by a full probe run rather than by age (the

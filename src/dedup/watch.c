@@ -36,7 +36,7 @@ void intake_dedup_watch(intake_dedup_watch_t *w, const intake_dedup_t *d, uint64
                "dedup.memory to memory_needed or more, or shorten dedup.window\"",
                (unsigned long long)(st.effective_window_ms / 1000),
                (unsigned long long)(window / 1000), (unsigned long long)w->keys_per_s,
-               (unsigned long long)st.bytes, (unsigned long long)needed,
+               (unsigned long long)st.event_bytes, (unsigned long long)needed,
                (unsigned long long)st.evictions, (unsigned long long)st.forced_evictions);
     }
     w->shrunk = 1;

@@ -1,8 +1,11 @@
 /* Says when the dedup table cannot hold the configured window: the daemon calls
  * intake_dedup_watch() after each sweep; it measures the rate of new keys and logs
  *
- *   level=warn msg="dedup window shrunk" effective_window_s=212 window_s=600 keys_per_s=41000
- *     memory=268435456 memory_needed=438000000
+ *   level=warn msg="dedup window shrunk" effective_window_s=198 window_s=600 keys_per_s=18948
+ *     memory=67108864 memory_needed=202112000 ...
+ *
+ * (memory: the event-id table, dedup.memory; memory_needed: what would hold the window at
+ * the rate of new keys over the last minute)
  *
  * when the effective window falls below the configured one (then at most once a minute while it
  * stays below), and `msg="dedup window restored"` when it is whole again. The same numbers are

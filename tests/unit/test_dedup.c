@@ -705,6 +705,7 @@ static void test_sizing(void **state) {
   intake_dedup_stats_t st;
   intake_dedup_stats(d, &st);
   assert_int_equal(intake_dedup_keys_for(MIN_EV_BYTES), st.capacity * 72 / 100);
+  assert_int_equal(st.event_bytes, MIN_EV_BYTES);
   intake_dedup_destroy(d);
 }
 
