@@ -236,7 +236,7 @@ if command -v gnuplot >/dev/null; then
 set terminal pngcairo size 900,500 noenhanced
 set output "$OUT_DIR/soak.png"
 set datafile separator ","
-set key top left
+set key center right
 set xlabel "seconds"
 set ylabel "effective dedup window (s)"
 set y2label "RSS (MiB)"
