@@ -267,6 +267,8 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   metric(w, "intake_dedup_commits_total", "counter",
          "Keys stored new in the event-id table (its rate is what the memory must hold).",
          ds.commits);
+  seconds(w, "intake_dedup_window_seconds", "dedup.window: how long a delivered event is a "
+          "duplicate, while memory holds it.", ds.window_ms, 1000.0);
   seconds(w, "intake_dedup_effective_window_seconds",
           "Every event committed this recently is still recognized: dedup.window until the "
           "table is full, then less (oldest keys are forgotten first).",

@@ -374,6 +374,7 @@ void intake_dedup_stats(const intake_dedup_t *d, intake_dedup_stats_t *out) {
   out->forced_evictions = d->ev.forced + d->src.forced;
   out->expired = d->ev.expired + d->src.expired;
   out->commits = d->ev.commits;
+  out->window_ms = d->window_ms;
   out->effective_window_ms = (uint64_t)d->ev.horizon * TICK_MS;
   out->source_window_ms = (uint64_t)d->src.horizon * TICK_MS;
 }

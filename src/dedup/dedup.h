@@ -95,6 +95,7 @@ typedef struct {
                                 sweep fell far behind; 0 in every measured run) */
   uint64_t expired;          /* keys or windows dropped (swept or reused) after their window */
   uint64_t commits;          /* keys stored new in the event-id table (rate = its derivative) */
+  uint64_t window_ms;        /* the window as set */
   uint64_t effective_window_ms; /* every key committed this recently is held (= the window
                                    until the table is full; then less, see above) */
   uint64_t source_window_ms; /* the same for the source table's sequence windows */

@@ -291,6 +291,7 @@ int main(void) {
   IT_CHECK_INT(m(t, "intake_dedup_commits_total"), N1 + 3);
   /* the table holds the whole (default) window */
   IT_CHECK(metric(t, "intake_dedup_effective_window_seconds") == 600);
+  IT_CHECK(metric(t, "intake_dedup_window_seconds") == 600);
   /* the loop's iterations: a histogram whose +Inf bucket counts them all */
   uint64_t iterations = m(t, "intake_loop_busy_seconds_count");
   IT_CHECK(iterations > 0);
