@@ -90,6 +90,26 @@ static void seconds(intake_wbuf_t *w, const char *name, const char *help, uint64
   intake_wbuf_printf(w, "%s %.6f\n", name, (double)v / per_second);
 }
 
+/* A histogram from per-bucket counts (not cumulative) with bounds in ms; the last bound is +Inf. */
+static void histogram(intake_wbuf_t *w, const char *name, const char *help, const double *bounds_ms,
+                      const uint64_t *counts, int n, double sum_s, uint64_t count) {
+  meta(w, name, "histogram", help);
+  uint64_t cum = 0;
+  for (int i = 0; i < n; i++) {
+    cum += counts[i];
+    if (i == n - 1)
+      intake_wbuf_printf(w, "%s_bucket{le=\"+Inf\"} ", name);
+    else
+      intake_wbuf_printf(w, "%s_bucket{le=\"%g\"} ", name, bounds_ms[i] / 1000.0);
+    intake_wbuf_u64(w, cum);
+    intake_wbuf_putc(w, '\n');
+  }
+  intake_wbuf_printf(w, "%s_sum %.6f\n", name, sum_s);
+  intake_wbuf_printf(w, "%s_count ", name);
+  intake_wbuf_u64(w, count);
+  intake_wbuf_putc(w, '\n');
+}
+
 /* One family over the gateways: the uint64_t at `offset` of intake_gateway_stats_t. */
 static void gateway_family(intake_wbuf_t *w, intake_gateway_stats_t *const *gw, size_t n,
                            const char *name, const char *type, const char *help, size_t offset) {
@@ -322,43 +342,21 @@ static void render_metrics(intake_admin_t *a, intake_wbuf_t *w) {
   metric(w, "intake_kafka_ready", "gauge", "1 while a Kafka broker is reachable.",
          intake_pipeline_kafka_ready(p) ? 1 : 0);
 
-  /* Cumulative buckets from the pipeline's per-bucket counts; the last bound is +Inf. */
   const intake_latency_t *lat = intake_pipeline_latency(p);
-  meta(w, "intake_delivery_latency_seconds", "histogram",
-       "Accepted events, from the batch's arrival to Kafka's confirmation of their last record.");
-  uint64_t cum = 0;
-  for (int i = 0; i < INTAKE_LATENCY_BUCKETS; i++) {
-    cum += lat->counts[i];
-    if (i == INTAKE_LATENCY_BUCKETS - 1)
-      intake_wbuf_puts(w, "intake_delivery_latency_seconds_bucket{le=\"+Inf\"} ");
-    else
-      intake_wbuf_printf(w, "intake_delivery_latency_seconds_bucket{le=\"%g\"} ",
-                         intake_latency_bounds_ms[i] / 1000.0);
-    intake_wbuf_u64(w, cum);
-    intake_wbuf_putc(w, '\n');
-  }
-  intake_wbuf_printf(w, "intake_delivery_latency_seconds_sum %.3f\n", (double)lat->sum_ms / 1000.0);
-  sample(w, "intake_delivery_latency_seconds_count", NULL, NULL, lat->count);
+  histogram(w, "intake_delivery_latency_seconds",
+            "Accepted events, from the batch's arrival to Kafka's confirmation of their last "
+            "record.",
+            intake_latency_bounds_ms, lat->counts, INTAKE_LATENCY_BUCKETS,
+            (double)lat->sum_ms / 1000.0, lat->count);
 
   if (a->loopwatch) {
     intake_loopwatch_stats_t lw;
     intake_loopwatch_stats(a->loopwatch, &lw);
-    meta(w, "intake_loop_busy_seconds", "histogram",
-         "Event-loop iterations by the time they worked between two waits for I/O (what an ack "
-         "may wait behind).");
-    cum = 0;
-    for (int i = 0; i < INTAKE_LOOPWATCH_BUCKETS; i++) {
-      cum += lw.counts[i];
-      if (i == INTAKE_LOOPWATCH_BUCKETS - 1)
-        intake_wbuf_puts(w, "intake_loop_busy_seconds_bucket{le=\"+Inf\"} ");
-      else
-        intake_wbuf_printf(w, "intake_loop_busy_seconds_bucket{le=\"%g\"} ",
-                           intake_loopwatch_bounds_ms[i] / 1000.0);
-      intake_wbuf_u64(w, cum);
-      intake_wbuf_putc(w, '\n');
-    }
-    intake_wbuf_printf(w, "intake_loop_busy_seconds_sum %.6f\n", (double)lw.busy_ns / 1e9);
-    sample(w, "intake_loop_busy_seconds_count", NULL, NULL, lw.iterations);
+    histogram(w, "intake_loop_busy_seconds",
+              "Event-loop iterations by the time they worked between two waits for I/O (what an "
+              "ack may wait behind).",
+              intake_loopwatch_bounds_ms, lw.counts, INTAKE_LOOPWATCH_BUCKETS,
+              (double)lw.busy_ns / 1e9, lw.iterations);
     seconds(w, "intake_loop_busy_max_seconds", "The longest event-loop iteration since start.",
             lw.busy_max_ns, 1e9);
     seconds(w, "intake_loop_cpu_max_seconds",
